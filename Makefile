@@ -1,0 +1,44 @@
+# One obvious way to run each thing. Every target bootstraps .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= data
+OUTPUT ?= output
+
+.PHONY: install test lint run data lock clean
+
+install: $(STAMP)
+
+# Re-installs only when a requirements file, the lock or the package metadata changed.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+# Synthetic BankSim files, unless real ones are already in $(DATA)/.
+data: $(STAMP)
+	@if [ -f $(DATA)/transactions.csv ] && [ -f $(DATA)/CustomerImportance.csv ]; then \
+		echo "using the files in $(DATA)/"; \
+	else \
+		$(BIN)/patternflow generate --out $(DATA) --seed 0; \
+	fi
+
+run: data
+
+# Regenerate the lock from the current virtualenv after changing requirements*.txt.
+lock: $(STAMP)
+	{ echo "# The full lock: every package version the test suite ran with (make lock regenerates it)."; \
+	  echo "# Used like Airflow's official constraints files: pip install -r requirements.txt -c constraints.txt"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -viE '^(patternflow|pip)=='; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,36 @@
+"""Column names and Arrow types of the two input files (the data contract).
+
+Amounts and weights are ``decimal128(12, 2)``: the contract says they carry at most two
+decimals, and every average and comparison downstream is done exactly on them.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MONEY = pa.decimal128(12, 2)
+
+TRANSACTIONS = pa.schema(
+    [
+        ("step", pa.int32()),
+        ("customer", pa.string()),
+        ("age", pa.string()),
+        ("gender", pa.string()),
+        ("zipcodeOri", pa.string()),
+        ("merchant", pa.string()),
+        ("zipMerchant", pa.string()),
+        ("category", pa.string()),
+        ("amount", MONEY),
+        ("fraud", pa.int8()),
+    ]
+)
+
+IMPORTANCE = pa.schema(
+    [
+        ("Source", pa.string()),
+        ("Target", pa.string()),
+        ("Weight", MONEY),
+        ("typeTrans", pa.string()),
+        ("fraud", pa.int8()),
+    ]
+)

@@ -1,0 +1,273 @@
+"""The data contract: what the parser accepts, what it rejects, and how it says so."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from patternflow import schema
+from patternflow.errors import InputError
+from patternflow.parsing import check_csv, parse_importance, parse_transactions, read_transactions
+from tests.conftest import HEADER, IMPORTANCE_HEADER, write
+
+QUOTED = "0,'C1093826151','4','M','28007','M348934600','28007','es_transportation',4.55,0"
+UNQUOTED = "0,C352968107,2,F,28007,M1823072687,28007,es_transportation,39.68,0"
+EXPECTED_QUOTED = {
+    "step": 0,
+    "customer": "C1093826151",
+    "age": "4",
+    "gender": "M",
+    "zipcodeOri": "28007",
+    "merchant": "M348934600",
+    "zipMerchant": "28007",
+    "category": "es_transportation",
+    "amount": Decimal("4.55"),
+    "fraud": 0,
+}
+
+
+def csv(*lines: str, header: str = HEADER, end: str = "\n") -> bytes:
+    return (end.join([header, *lines]) + end).encode()
+
+
+def problem_of(data: bytes, parse=parse_transactions) -> str:
+    with pytest.raises(InputError) as caught:
+        parse(data, "input.csv")
+    return str(caught.value)
+
+
+# --- accepted ---------------------------------------------------------------------------------
+
+
+def test_real_file_format_with_single_quotes_is_unquoted():
+    table = parse_transactions(csv(QUOTED), "t.csv")
+    assert table.schema == schema.TRANSACTIONS
+    assert table.to_pylist() == [EXPECTED_QUOTED]
+
+
+def test_unquoted_and_mixed_rows_parse_to_the_same_values():
+    table = parse_transactions(csv(QUOTED, UNQUOTED, "1,'C7',3,'F',28007,M9,'28007',es_food,'12.5',1"), "t.csv")
+    assert table["customer"].to_pylist() == ["C1093826151", "C352968107", "C7"]
+    assert table["merchant"].to_pylist() == ["M348934600", "M1823072687", "M9"]
+    assert table["amount"].to_pylist() == [Decimal("4.55"), Decimal("39.68"), Decimal("12.50")]
+    assert table["fraud"].to_pylist() == [0, 0, 1]
+
+
+def test_double_quoted_header_as_in_some_copies_of_the_file():
+    header = ",".join(f'"{name}"' for name in HEADER.split(","))
+    assert parse_transactions(csv(QUOTED, header=header), "t.csv").to_pylist() == [EXPECTED_QUOTED]
+
+
+def test_double_quoted_values_and_whitespace_around_values():
+    line = "0, \"C1093826151\" , ' 4 ','M',28007,\"'M348934600'\",28007,es_transportation, 4.55 ,0"
+    assert parse_transactions(csv(line), "t.csv").to_pylist() == [EXPECTED_QUOTED]
+
+
+def test_only_one_pair_of_quotes_is_stripped():
+    table = parse_transactions(csv("0,''C1'','4','M','28007','M3','28007','es_food',1,0"), "t.csv")
+    assert table["customer"].to_pylist() == ["'C1'"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xef\xbb\xbf" + csv(QUOTED),
+        csv(QUOTED, end="\r\n"),
+        csv(QUOTED) + b"\n\n \n",
+        csv(QUOTED).rstrip(b"\n"),
+        csv(QUOTED, end="\r\n") + b"\r\n",
+    ],
+    ids=["utf8-bom", "crlf", "trailing-blank-lines", "no-final-newline", "crlf-trailing-blank"],
+)
+def test_tolerated_variations(data: bytes):
+    assert parse_transactions(data, "t.csv").to_pylist() == [EXPECTED_QUOTED]
+
+
+def test_header_only_is_an_empty_table():
+    table = parse_transactions(HEADER.encode() + b"\n", "t.csv")
+    assert table.num_rows == 0 and table.schema == schema.TRANSACTIONS
+
+
+def test_fast_and_careful_paths_agree():
+    lines = [f"{i},'C{i % 7}','{i % 6}','F','28007','M{i % 5}','28007','es_food',{i}.{i % 100:02d},{i % 2}" for i in range(500)]
+    clean = parse_transactions(csv(*lines), "t.csv")
+    # A space forces the careful, value-by-value path.
+    spaced = parse_transactions(csv(*[line.replace(",'F'", ", 'F'") for line in lines]), "t.csv")
+    assert clean.equals(spaced)
+    assert clean.num_rows == 500
+
+
+def test_importance_file_in_the_real_format():
+    data = csv("'C1093826151','M348934600',4.55,'es_transportation',0", "C2,M3,0,es_food,1", header=IMPORTANCE_HEADER)
+    table = parse_importance(data, "i.csv")
+    assert table.schema == schema.IMPORTANCE
+    assert table.to_pylist() == [
+        {"Source": "C1093826151", "Target": "M348934600", "Weight": Decimal("4.55"), "typeTrans": "es_transportation", "fraud": 0},
+        {"Source": "C2", "Target": "M3", "Weight": Decimal("0.00"), "typeTrans": "es_food", "fraud": 1},
+    ]
+
+
+def test_read_from_a_path_names_the_path(tmp_path):
+    path = write(tmp_path / "transactions.csv", csv(QUOTED, "x" + QUOTED))
+    with pytest.raises(InputError) as caught:
+        read_transactions(path)
+    assert str(caught.value).startswith(f"{path}, line 3, field 'step'")
+
+
+# --- rejected: the file -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n", b"   \r\n", b"\xef\xbb\xbf"], ids=["empty", "newlines", "blank", "bom-only"])
+def test_empty_file(data: bytes):
+    assert problem_of(data) == "input.csv, line 1: the file is empty"
+
+
+def test_not_utf8_names_the_line():
+    data = csv(QUOTED, QUOTED.replace("es_transportation", "es_transportaci\xf3n"), QUOTED).replace("ó".encode(), b"\xf3")
+    assert problem_of(data).startswith("input.csv, line 3: not UTF-8 text: byte 0xf3")
+
+
+def test_utf16_file_is_rejected():
+    assert "input.csv, line 1:" in problem_of(csv(QUOTED).decode().encode("utf-16"))
+
+
+def test_binary_file_is_rejected():
+    assert problem_of(csv(QUOTED) + b"\x00\x01\x02garbage") == ("input.csv, line 3: binary data: NUL byte (is this a CSV text file?)")
+
+
+# --- rejected: the header ---------------------------------------------------------------------
+
+
+def test_wrong_header_name():
+    message = problem_of(csv(QUOTED, header=HEADER.replace("customer", "client")))
+    assert message == "input.csv, line 1, field 'customer': header column 2 is 'client', expected 'customer'"
+
+
+def test_missing_header_column():
+    message = problem_of(csv(QUOTED, header=HEADER.replace(",fraud", "")))
+    assert message.startswith("input.csv, line 1, field 'fraud': the header has 9 columns, expected 10")
+    assert "missing: fraud" in message
+
+
+def test_extra_header_column():
+    message = problem_of(csv(QUOTED + ",1", header=HEADER + ",extra"))
+    assert message.startswith("input.csv, line 1: the header has 11 columns, expected 10")
+    assert "unexpected: 'extra'" in message
+
+
+def test_columns_in_the_wrong_order():
+    names = HEADER.split(",")
+    names[0], names[1] = names[1], names[0]
+    assert "right names in the wrong order" in problem_of(csv(QUOTED, header=",".join(names)))
+
+
+def test_no_header_at_all():
+    assert "no header: the first line should be step,customer" in problem_of(csv(QUOTED, header=QUOTED))
+
+
+# --- rejected: rows and values ----------------------------------------------------------------
+
+
+def test_missing_field_in_a_row():
+    message = problem_of(csv(QUOTED, QUOTED.rsplit(",", 1)[0], QUOTED))
+    assert message.startswith("input.csv, line 3, field 'fraud': 9 fields, expected 10")
+
+
+def test_extra_field_in_a_row():
+    assert problem_of(csv(QUOTED, QUOTED + ",7")).startswith("input.csv, line 3: 11 fields, expected 10")
+
+
+def test_truncated_last_line():
+    data = csv(QUOTED, QUOTED) + QUOTED[:25].encode()
+    message = problem_of(data)
+    assert message.startswith("input.csv, line 4, field 'merchant': truncated last line: 5 fields, expected 10")
+
+
+def test_truncated_last_line_cut_inside_the_last_field():
+    data = csv(QUOTED) + QUOTED[: QUOTED.rindex(",") + 1].encode()
+    assert problem_of(data) == "input.csv, line 3, field 'fraud': empty value (truncated last line?)"
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (QUOTED.replace("4.55", "4.5x"), "field 'amount': not a decimal number: '4.5x'"),
+        (QUOTED.replace("4.55", "'abc'"), "field 'amount': not a decimal number: 'abc'"),
+        (QUOTED.replace("4.55", "4.555"), "field 'amount': more than two decimals: '4.555'"),
+        ("x" + QUOTED, "field 'step': not a whole number: 'x0'"),
+        (QUOTED.replace("0,'C", "-1,'C", 1), "field 'step': not a whole number: '-1'"),
+        (QUOTED.replace("0,'C", "1.5,'C", 1), "field 'step': not a whole number: '1.5'"),
+        (QUOTED[:-1] + "2", "field 'fraud': expected 0 or 1, found '2'"),
+        (QUOTED.replace("'C1093826151'", "''"), "field 'customer': empty value"),
+        (QUOTED.replace("'M348934600'", ""), "field 'merchant': empty value"),
+    ],
+)
+def test_bad_values_name_line_and_field(bad: str, expected: str):
+    assert problem_of(csv(QUOTED, bad)) == f"input.csv, line 3, {expected}"
+
+
+def test_trailing_zeros_past_two_decimals_are_exact_and_accepted():
+    assert parse_transactions(csv(QUOTED.replace("4.55", "4.5500")), "t.csv")["amount"].to_pylist() == [Decimal("4.55")]
+
+
+def test_blank_line_between_rows():
+    assert problem_of(csv(QUOTED, "", QUOTED)) == "input.csv, line 3: blank line between rows"
+
+
+def test_every_problem_is_listed_with_the_right_line_and_good_rows_are_kept():
+    lines = [QUOTED, QUOTED + ",9", QUOTED, QUOTED.replace("4.55", "x"), QUOTED.replace("'M'", "'F'")]
+    result = check_csv(csv(*lines), "input.csv", schema.TRANSACTIONS)
+    assert [(p.line, p.field) for p in result.problems] == [(3, None), (5, "amount")]
+    assert result.rows_read == 5
+    assert result.table.num_rows == 3
+    assert result.table["gender"].to_pylist() == ["M", "M", "F"]
+    with pytest.raises(InputError, match=r"line 3: 11 fields.*\(and 1 more problem\)"):
+        result.table_or_raise("input.csv")
+
+
+def test_a_row_with_several_bad_fields_reports_each():
+    bad = "x,'C1','4','M','28007','M3','28007','es_food',y,0"
+    result = check_csv(csv(bad), "input.csv", schema.TRANSACTIONS)
+    assert [(p.line, p.field) for p in result.problems] == [(2, "step"), (2, "amount")]
+
+
+def test_importance_with_non_numeric_weight():
+    data = csv("'C1','M1',4.55,'es_food',0", "'C2','M1',heavy,'es_food',0", header=IMPORTANCE_HEADER)
+    assert problem_of(data, parse_importance) == "input.csv, line 3, field 'Weight': not a decimal number: 'heavy'"
+
+
+def test_importance_with_a_missing_column():
+    data = csv("'C1','M1',4.55,0", header="Source,Target,Weight,fraud")
+    assert "field 'typeTrans'" in problem_of(data, parse_importance)
+
+
+# --- fuzz -------------------------------------------------------------------------------------
+
+
+def _mutations():
+    base = csv(QUOTED, UNQUOTED, QUOTED)
+    return st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda cut, insert, at: base[:at] + insert + base[at + cut :],
+            st.integers(0, 20),
+            st.binary(max_size=8),
+            st.integers(0, len(base)),
+        ),
+        st.text(alphabet=",'\"\n\r 0123456789.abcCM-\t", max_size=200).map(lambda t: (HEADER + "\n" + t).encode()),
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations())
+def test_fuzz_returns_a_table_or_raises_input_error(data: bytes):
+    try:
+        table = parse_transactions(data, "fuzz.csv")
+    except InputError as exc:
+        assert exc.problems and all(p.line >= 1 for p in exc.problems)
+    else:
+        assert isinstance(table, pa.Table) and table.schema == schema.TRANSACTIONS

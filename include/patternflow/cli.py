@@ -23,6 +23,44 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from patternflow.config import DetectionConfig
+    from patternflow.replay import replay
+
+    config = DetectionConfig(chunk_size=args.chunk_size)
+    progress = _Progress(sys.stderr)
+    summary = replay(args.transactions, args.importance, args.out, config, args.state, on_chunk=progress.update)
+    progress.close()
+    by_pattern = ", ".join(f"{p} {n}" for p, n in summary.detections_by_pattern.items())
+    resumed = f" (resumed at chunk {summary.first_chunk})" if summary.first_chunk else ""
+    print(
+        f"replayed {summary.chunks} chunks{resumed}, {summary.rows:,} rows in {summary.seconds:.2f} s: "
+        f"{summary.detections} detections ({by_pattern}), {len(summary.files)} files in {args.out}"
+    )
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent when output is not a terminal."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.detections = 0
+
+    def update(self, result, total: int) -> None:
+        self.detections += sum(result.new_detections.values())
+        if self.live:
+            done = result.index + 1
+            bar = "#" * (30 * done // total)
+            self.stream.write(f"\r[{bar:<30}] chunk {done}/{total}, {self.detections} detections")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patternflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default 0)")
     gen.add_argument("--rows", type=_positive, default=banksim.ROWS, help=f"number of transactions (default {banksim.ROWS:,})")
     gen.set_defaults(handler=_generate)
+
+    rep = commands.add_parser("replay", help="run a whole transactions file through the engine and write the detection files")
+    rep.add_argument("--transactions", required=True, help="transactions CSV")
+    rep.add_argument("--importance", required=True, help="CustomerImportance CSV")
+    rep.add_argument("--out", required=True, help="folder for detection_<i>.csv")
+    rep.add_argument("--chunk-size", type=_positive, default=10_000, help="rows per chunk (default 10,000)")
+    rep.add_argument("--state", help="keep the state in this folder: a replay run again resumes where it stopped")
+    rep.set_defaults(handler=_replay)
     return parser
 
 
@@ -46,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except PatternflowError as exc:
+    except (PatternflowError, OSError) as exc:
         print(f"patternflow {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,153 @@
+"""Versioned, atomically committed engine state in Parquet, on any ``ObjectStore``.
+
+Layout under the store's prefix::
+
+    versions/0000000007/pairs.parquet      the aggregates
+    versions/0000000007/emitted.parquet    every detection key ever emitted
+    versions/0000000007/pending.parquet    detections waiting for their file
+    versions/0000000007/manifest.json      counters, settings and a checksum of each object
+    CURRENT                                a copy of the newest manifest: the commit point
+
+A commit writes a whole new version beside the old ones and only then replaces ``CURRENT``, one
+small write. A crash at any point leaves the last committed version current. Loading checks
+every object against the manifest's SHA-256; a damaged version is skipped for the newest
+intact one before it, and the fall-back is reported. The newest few versions are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from patternflow.clock import iso_ist, now_ist
+from patternflow.config import DetectionConfig
+from patternflow.engine import EngineState
+from patternflow.errors import PatternflowError
+from patternflow.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+_TABLES = ("pairs", "emitted", "pending")
+_COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
+
+
+class StateError(PatternflowError):
+    """No usable state: every committed version is damaged, or the settings differ."""
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    state: EngineState
+    config: DetectionConfig
+    version: int
+    skipped_versions: tuple[int, ...] = ()
+    """Newer versions that were damaged and passed over (empty in the normal case)."""
+
+
+class StateStore:
+    def __init__(self, store: ObjectStore, prefix: str = "", keep: int = 3) -> None:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.store = store
+        self.prefix = prefix
+        self.keep = max(2, keep)
+
+    @property
+    def current_key(self) -> str:
+        return f"{self.prefix}CURRENT"
+
+    def _version_key(self, version: int, name: str) -> str:
+        return f"{self.prefix}versions/{version:010d}/{name}"
+
+    def versions(self) -> list[int]:
+        found = set()
+        for key in self.store.list(f"{self.prefix}versions/"):
+            part = key[len(self.prefix) + len("versions/") :].split("/", 1)[0]
+            if part.isdigit():
+                found.add(int(part))
+        return sorted(found)
+
+    def current_version(self) -> int | None:
+        try:
+            return json.loads(self.store.get(self.current_key))["version"]
+        except KeyError:
+            return None
+
+    def load(self) -> LoadedState | None:
+        """The newest intact committed state, or None for a stream that has not started."""
+        try:
+            manifest = json.loads(self.store.get(self.current_key))
+        except KeyError:
+            return None
+        except ValueError:
+            manifest = None
+        candidates = [v for v in self.versions() if manifest is None or v <= manifest["version"]]
+        skipped: list[int] = []
+        for version in sorted(candidates, reverse=True):
+            try:
+                if manifest is None or manifest["version"] != version:
+                    manifest = json.loads(self.store.get(self._version_key(version, "manifest.json")))
+                loaded = self._read(manifest)
+            except (KeyError, ValueError, OSError, pa.ArrowException, _ChecksumMismatch) as exc:
+                log.error("state version %s is damaged (%s); trying the version before it", version, exc)
+                skipped.append(version)
+                manifest = None
+                continue
+            if skipped:
+                log.error("state recovered from version %s after skipping damaged versions %s", version, skipped)
+            return LoadedState(loaded, DetectionConfig.from_json(manifest["config"]), version, tuple(skipped))
+        raise StateError(f"no intact state version under {self.prefix or 'the state root'}: damaged versions {skipped}")
+
+    def _read(self, manifest: dict) -> EngineState:
+        tables = {}
+        for name in _TABLES:
+            entry = manifest["objects"][name]
+            data = self.store.get(entry["key"])
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise _ChecksumMismatch(f"{entry['key']}: checksum mismatch")
+            tables[name] = pq.read_table(pa.BufferReader(data))
+        return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS})
+
+    def commit(self, state: EngineState, config: DetectionConfig) -> int:
+        """Write ``state`` as a new version and make it current; returns its number."""
+        existing = self.versions()
+        current = self.current_version()
+        version = max([*existing, current or 0, 0]) + 1
+        objects = {}
+        for name in _TABLES:
+            data = _parquet_bytes(getattr(state, name))
+            key = self._version_key(version, f"{name}.parquet")
+            self.store.put(key, data)
+            objects[name] = {"key": key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        manifest = {
+            "version": version,
+            "committed_at": iso_ist(now_ist()),
+            "config": config.to_json(),
+            "objects": objects,
+            **{k: getattr(state, k) for k in _COUNTERS},
+        }
+        text = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        self.store.put(self._version_key(version, "manifest.json"), text)
+        self.store.put(self.current_key, text)
+        self._prune([*existing, version])
+        return version
+
+    def _prune(self, versions: list[int]) -> None:
+        old = sorted(versions)[: -self.keep]
+        for version in old:
+            self.store.delete(self.store.list(f"{self.prefix}versions/{version:010d}/"))
+
+
+class _ChecksumMismatch(Exception):
+    pass
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()

@@ -1,0 +1,77 @@
+"""A minimal object store interface, so that state and outputs work on a folder and on S3 alike.
+
+Keys are '/'-separated paths relative to the store's root. ``put`` replaces an object whole:
+a reader sees the old bytes or the new ones, never a mix (S3 PUT semantics; on a folder, a
+temporary file renamed into place).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+
+class ObjectStore(Protocol):
+    def get(self, key: str) -> bytes:
+        """The object's bytes; ``KeyError`` if there is none."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys that start with ``prefix``, sorted."""
+
+    def delete(self, keys: list[str]) -> None: ...
+
+
+class LocalStore:
+    """An ``ObjectStore`` on a local folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"key {key!r} escapes the store's folder {self.root}")
+        return path
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def delete(self, keys: list[str]) -> None:
+        root = self.root.resolve()
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            for parent in path.parents:  # drop folders the deletion left empty
+                if parent == root or not parent.is_relative_to(root) or any(parent.iterdir()):
+                    break
+                parent.rmdir()

@@ -1,0 +1,54 @@
+"""Driving the engine over a stream: resume from committed state, write files, commit.
+
+Shared by ``patternflow replay`` (local files) and the detection DAG (S3), so that both write
+exactly the same detection files for the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from patternflow.clock import Clock, now_ist
+from patternflow.config import DetectionConfig
+from patternflow.detections import DetectionFile
+from patternflow.engine import DetectionEngine
+from patternflow.state import StateError, StateStore
+from patternflow.store import ObjectStore
+
+
+def open_engine(
+    state: StateStore | None,
+    load_importance: Callable[[], pa.Table],
+    config: DetectionConfig,
+    clock: Clock = now_ist,
+) -> DetectionEngine:
+    """The engine at the last committed state, or at the start of a new stream.
+
+    CustomerImportance is read only when a stream starts: afterwards its weights are part of
+    the state.
+    """
+    loaded = state.load() if state is not None else None
+    if loaded is None:
+        return DetectionEngine.start(load_importance(), config, clock)
+    if loaded.config != config:
+        raise StateError(
+            f"the stream's state was started with different settings: {loaded.config.to_json()} "
+            f"(now {config.to_json()}); reset the stream to start over with the new ones"
+        )
+    return DetectionEngine(config, loaded.state, clock)
+
+
+def write_files(outputs: ObjectStore, prefix: str, files: list[DetectionFile]) -> list[str]:
+    """Write detection files; the same file number always gets the same key, so a rerun overwrites."""
+    keys = []
+    for file in files:
+        key = f"{prefix}{file.name}"
+        outputs.put(key, file.to_csv())
+        keys.append(key)
+    return keys
+
+
+def commit(state: StateStore | None, engine: DetectionEngine) -> int | None:
+    return state.commit(engine.snapshot(), engine.config) if state is not None else None

@@ -32,7 +32,9 @@ data: $(STAMP)
 		$(BIN)/patternflow generate --out $(DATA) --seed 0; \
 	fi
 
+# Until the Airflow pipeline lands, the main job replays the stream through the engine locally.
 run: data
+	$(BIN)/patternflow replay --transactions $(DATA)/transactions.csv --importance $(DATA)/CustomerImportance.csv --out $(OUTPUT)
 
 # Regenerate the lock from the current virtualenv after changing requirements*.txt.
 lock: $(STAMP)

@@ -1,0 +1,99 @@
+"""``patternflow replay``: the whole stream from files, resumable, with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from patternflow.cli import main
+from patternflow.config import DetectionConfig
+from patternflow.parsing import read_importance, read_transactions
+from tests.helpers import file_rows, read_files, run_stream
+
+
+def without_times(files: dict[str, str]) -> dict[str, list[list[str]]]:
+    return {name: [row[2:] for row in file_rows(text)] for name, text in files.items()}
+
+
+def replay_args(banksim, out, *extra: str) -> list[str]:
+    return [
+        "replay",
+        "--transactions",
+        str(banksim.transactions),
+        "--importance",
+        str(banksim.importance),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_replay_writes_what_the_engine_writes(small_banksim, tmp_path, capsys):
+    assert main(replay_args(small_banksim, tmp_path / "out", "--chunk-size", "2000")) == 0
+    summary = capsys.readouterr().out
+    assert "replayed 30 chunks, 60,000 rows" in summary
+    engine_files = run_stream(
+        read_transactions(small_banksim.transactions),
+        read_importance(small_banksim.importance),
+        DetectionConfig(chunk_size=2_000),
+        tmp_path / "engine",
+    )
+    replayed = read_files(tmp_path / "out")
+    assert without_times(replayed) == without_times(engine_files)
+    first = file_rows(replayed["detection_0.csv"])[0]
+    assert first[0].endswith("+05:30") and first[1].endswith("+05:30") and first[0] <= first[1]
+
+
+def test_bad_input_names_file_line_and_field(small_banksim, tmp_path, capsys):
+    lines = small_banksim.transactions.read_text().splitlines(keepends=True)
+    lines[12_344] = lines[12_344].replace(",0\n", ",zero\n") if lines[12_344].endswith(",0\n") else lines[12_344][:-3] + "x,0\n"
+    bad = tmp_path / "transactions.csv"
+    bad.write_text("".join(lines))
+    args = replay_args(small_banksim, tmp_path / "out")
+    args[2] = str(bad)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}, line 12345, field '" in err
+
+
+def test_missing_file_is_a_clear_error(small_banksim, tmp_path, capsys):
+    args = replay_args(small_banksim, tmp_path / "out")
+    args[4] = str(tmp_path / "nope.csv")
+    assert main(args) == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replay_killed_with_sigkill_resumes_to_identical_files(small_banksim, tmp_path):
+    args = replay_args(small_banksim, tmp_path / "out", "--chunk-size", "500", "--state", str(tmp_path / "state"))
+    command = [sys.executable, "-m", "patternflow.cli", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    current = tmp_path / "state" / "CURRENT"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if current.exists() and json.loads(current.read_text())["chunks_folded"] >= 20:
+            break
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = json.loads(current.read_text())["chunks_folded"]
+    assert 20 <= killed_at < 120
+
+    resumed = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert "resumed at chunk" in resumed.stdout
+    clean = subprocess.run(
+        [sys.executable, "-m", "patternflow.cli", *replay_args(small_banksim, tmp_path / "clean", "--chunk-size", "500")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "replayed 120 chunks" in clean.stdout
+    assert without_times(read_files(tmp_path / "out")) == without_times(read_files(tmp_path / "clean"))
+    assert json.loads(current.read_text())["finished"] is True

@@ -1,0 +1,90 @@
+"""Versioned state: atomic commits, checksums, fall-back to the last intact version, pruning."""
+
+from __future__ import annotations
+
+import pytest
+
+from patternflow.config import DetectionConfig
+from patternflow.engine import DetectionEngine
+from patternflow.state import StateError, StateStore
+from patternflow.store import LocalStore
+from patternflow.stream import open_engine
+from tests.helpers import importance_table, transactions_table
+
+CONFIG = DetectionConfig(chunk_size=2, child_min_transactions=2)
+
+
+def engine_after(chunks: int) -> DetectionEngine:
+    engine = DetectionEngine.start(importance_table([("C1", "M1", "2.50")]), CONFIG)
+    for index in range(chunks):
+        engine.fold(index, transactions_table([("C1", "M1", "F", "1.00"), (f"C{index + 2}", "M1", "M", "7.25")]))
+    return engine
+
+
+def test_commit_and_load_round_trip(tmp_path):
+    state = StateStore(LocalStore(tmp_path), prefix="state")
+    assert state.load() is None
+    engine = engine_after(3)
+    version = state.commit(engine.snapshot(), CONFIG)
+    loaded = state.load()
+    assert loaded.version == version == 1
+    assert loaded.config == CONFIG
+    restored = loaded.state
+    original = engine.snapshot()
+    assert restored.pairs.equals(original.pairs)
+    assert restored.emitted.equals(original.emitted)
+    assert restored.pending.equals(original.pending)
+    assert (restored.chunks_folded, restored.rows_folded, restored.detections) == (3, 6, 1)
+    assert (tmp_path / "state" / "CURRENT").is_file()
+
+
+def test_only_the_newest_versions_are_kept(tmp_path):
+    state = StateStore(LocalStore(tmp_path), keep=3)
+    engine = engine_after(1)
+    for _ in range(6):
+        state.commit(engine.snapshot(), CONFIG)
+    assert state.versions() == [4, 5, 6]
+    assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == ["0000000004", "0000000005", "0000000006"]
+
+
+def test_a_damaged_version_falls_back_to_the_previous_one(tmp_path, caplog):
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(engine_after(1).snapshot(), CONFIG)
+    state.commit(engine_after(2).snapshot(), CONFIG)
+    pairs = tmp_path / "versions" / "0000000002" / "pairs.parquet"
+    pairs.write_bytes(pairs.read_bytes()[:-40])  # truncated
+    loaded = state.load()
+    assert loaded.version == 1 and loaded.skipped_versions == (2,)
+    assert loaded.state.chunks_folded == 1
+    assert "state version 2 is damaged" in caplog.text
+
+
+def test_every_version_damaged_is_an_error(tmp_path):
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(engine_after(1).snapshot(), CONFIG)
+    (tmp_path / "versions" / "0000000001" / "emitted.parquet").write_bytes(b"garbage")
+    with pytest.raises(StateError, match="no intact state version"):
+        state.load()
+
+
+def test_an_uncommitted_newer_version_is_ignored(tmp_path):
+    """A crash after writing a version's objects but before CURRENT: the old version stays current."""
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(engine_after(1).snapshot(), CONFIG)
+    current = (tmp_path / "CURRENT").read_bytes()
+    state.commit(engine_after(2).snapshot(), CONFIG)
+    (tmp_path / "CURRENT").write_bytes(current)  # as if the crash came before the pointer moved
+    assert state.load().state.chunks_folded == 1
+    assert state.commit(engine_after(3).snapshot(), CONFIG) == 3  # and the next commit does not reuse 2
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(engine_after(1).snapshot(), CONFIG)
+    with pytest.raises(StateError, match="different settings"):
+        open_engine(state, lambda: importance_table([]), DetectionConfig(chunk_size=3))
+
+
+def test_keys_cannot_escape_the_store(tmp_path):
+    with pytest.raises(ValueError, match="escapes"):
+        LocalStore(tmp_path / "a").put("../b", b"x")

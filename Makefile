@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run data lock clean
+.PHONY: install test lint run data lock clean bench
 
 install: $(STAMP)
 
@@ -44,3 +44,7 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Engine figures on full-size generated data and at 10x (printed, not asserted).
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_engine

@@ -1,0 +1,120 @@
+"""Engine benchmark (``make bench``): per-chunk time, growth, whole-replay wall time and memory.
+
+Side by side with a naive baseline (DuckDB recomputing the patterns from all raw history after
+each chunk), on full-size generated BankSim and at 10x scale. Prints its figures; asserts nothing
+about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from patternflow import banksim
+from patternflow.chunking import ChunkedFile
+from patternflow.config import DetectionConfig
+from patternflow.engine import DetectionEngine
+from patternflow.generate import generate
+from patternflow.parsing import parse_transactions, read_importance
+
+NAIVE_SQL = (Path(__file__).parent / "naive_patterns.sql").read_text()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def describe(name: str, seconds: list[float]) -> None:
+    ms = [s * 1000 for s in seconds]
+    growth = statistics.median(ms[-5:]) / statistics.median(ms[:5])
+    print(
+        f"  {name:<34} median {statistics.median(ms):7.1f} ms   p95 {percentile(ms, 0.95):7.1f} ms   "
+        f"first 5 {statistics.median(ms[:5]):6.1f} ms   last 5 {statistics.median(ms[-5:]):6.1f} ms   growth x{growth:.2f}"
+    )
+
+
+def engine_per_chunk(data: Path, config: DetectionConfig) -> tuple[list[float], int]:
+    """Parse + fold + evaluate + dedup per chunk, in memory (no storage I/O)."""
+    engine = DetectionEngine.start(read_importance(data / "CustomerImportance.csv"), config)
+    source = ChunkedFile((data / "transactions.csv").read_bytes(), config.chunk_size)
+    times = []
+    for chunk in source:
+        started = time.perf_counter()
+        engine.fold(chunk.index, parse_transactions(chunk.data, "chunk"))
+        times.append(time.perf_counter() - started)
+    engine.finish()
+    return times, engine.detections
+
+
+def naive_per_chunk(data: Path, config: DetectionConfig) -> tuple[list[float], int]:
+    """Parse + append to raw history + recompute all patterns + dedup, per chunk."""
+    con = duckdb.connect()
+    con.register("importance_arrow", read_importance(data / "CustomerImportance.csv"))
+    con.execute("CREATE TABLE importance AS SELECT * FROM importance_arrow")
+    con.execute("CREATE TABLE emitted (pattern_id VARCHAR, action_type VARCHAR, customer VARCHAR, merchant VARCHAR)")
+    source = ChunkedFile((data / "transactions.csv").read_bytes(), config.chunk_size)
+    times = []
+    for chunk in source:
+        started = time.perf_counter()
+        con.register("chunk", parse_transactions(chunk.data, "chunk"))
+        if chunk.index == 0:
+            con.execute("CREATE TABLE history AS SELECT * FROM chunk")
+        else:
+            con.execute("INSERT INTO history SELECT * FROM chunk")
+        con.execute(f"INSERT INTO emitted SELECT * FROM ({NAIVE_SQL}) EXCEPT SELECT * FROM emitted")
+        times.append(time.perf_counter() - started)
+    return times, con.execute("SELECT count(*) FROM emitted").fetchone()[0]
+
+
+def replay_process(data: Path, work: Path) -> tuple[float, float]:
+    """Wall time and peak RSS of ``patternflow replay`` as a process, state on local disk."""
+    command = [
+        sys.executable, "-m", "patternflow.cli", "replay",
+        "--transactions", str(data / "transactions.csv"), "--importance", str(data / "CustomerImportance.csv"),
+        "--out", str(work / "out"), "--state", str(work / "state"),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return wall, peak_mb
+
+
+def run(scale: int, naive: bool, work: Path) -> None:
+    rows = banksim.ROWS * scale
+    data = work / f"banksim-x{scale}"
+    started = time.perf_counter()
+    generate(data, seed=0, rows=rows)
+    print(f"\n== {rows:,} rows (x{scale}), generated in {time.perf_counter() - started:.1f} s")
+    config = DetectionConfig()
+    times, detections = engine_per_chunk(data, config)
+    print(f"  {len(times)} chunks of {config.chunk_size:,}; patternflow: {detections} detections")
+    describe("patternflow (parse+fold+detect)", times)
+    if naive:
+        naive_times, naive_detections = naive_per_chunk(data, config)
+        describe("naive DuckDB over raw history", naive_times)
+        print(f"  naive baseline: {naive_detections} detections")
+    wall, peak = replay_process(data, work / f"replay-x{scale}")
+    print(f"  patternflow replay process: wall {wall:.2f} s, peak RSS {peak:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scales", default="1,10", help="comma-separated data scales (default 1,10)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="patternflow-bench-") as work:
+        for scale in (int(s) for s in args.scales.split(",")):
+            run(scale, naive=scale == 1, work=Path(work))
+
+
+if __name__ == "__main__":
+    main()

@@ -32,7 +32,8 @@ CATEGORY_ROWS: dict[str, int] = {
     "es_leisure": 499,
 }
 
-# Fraudulent rows per category (they sum to FRAUD_ROWS; the other categories have none).
+# Fraudulent rows per category (they sum to FRAUD_ROWS; the other categories have none). These
+# per-category figures are recalled from public analyses of the file, not from its publication.
 FRAUD_ROWS_BY_CATEGORY: dict[str, int] = {
     "es_sportsandtoys": 1_982,
     "es_health": 1_696,

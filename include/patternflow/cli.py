@@ -29,7 +29,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     config = DetectionConfig(chunk_size=args.chunk_size)
     progress = _Progress(sys.stderr)
-    summary = replay(args.transactions, args.importance, args.out, config, args.state, on_chunk=progress.update)
+    summary = replay(
+        args.transactions, args.importance, args.out, config, args.state, on_chunk=progress.update, commit_every=args.commit_every
+    )
     progress.close()
     by_pattern = ", ".join(f"{p} {n}" for p, n in summary.detections_by_pattern.items())
     resumed = f" (resumed at chunk {summary.first_chunk})" if summary.first_chunk else ""
@@ -77,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="folder for detection_<i>.csv")
     rep.add_argument("--chunk-size", type=_positive, default=10_000, help="rows per chunk (default 10,000)")
     rep.add_argument("--state", help="keep the state in this folder: a replay run again resumes where it stopped")
+    rep.add_argument(
+        "--commit-every",
+        type=float,
+        default=1.0,
+        help="with --state: seconds between state commits, 0 for after every chunk (default 1)",
+    )
     rep.set_defaults(handler=_replay)
     return parser
 

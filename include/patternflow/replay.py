@@ -48,8 +48,13 @@ def replay(
     clock: Clock = now_ist,
     on_chunk: Callable[[ChunkResult, int], None] | None = None,
     stop_after: int | None = None,
+    commit_every: float = 1.0,
 ) -> ReplaySummary:
-    """Replay the stream; ``stop_after`` processes only that many chunks (then commits and returns)."""
+    """Replay the stream; ``stop_after`` processes only that many chunks (then commits and returns).
+
+    With a state folder the state is committed at most every ``commit_every`` seconds (0: after
+    every chunk) and always at the end: a crash replays at most that much work.
+    """
     started = time.perf_counter()
     config = config or DetectionConfig()
     state = StateStore(LocalStore(state_dir)) if state_dir is not None else None
@@ -59,13 +64,16 @@ def replay(
     source = ChunkedFile(Path(transactions).read_bytes(), config.chunk_size)
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
+    last_commit = time.monotonic()
     for index in range(engine.chunks_folded, source.chunks):
         if stop_after is not None and summary.chunks >= stop_after:
             break
         chunk = source.chunk(index)
         result = engine.fold(index, _parse_chunk(chunk.data, str(transactions), index * config.chunk_size))
         summary.files += write_files(outputs, "", result.files)
-        commit(state, engine)
+        if time.monotonic() - last_commit >= commit_every:
+            commit(state, engine)
+            last_commit = time.monotonic()
         summary.chunks += 1
         summary.rows += result.rows
         summary.chunk_seconds.append(result.seconds)
@@ -76,7 +84,7 @@ def replay(
     else:
         if not engine.finished:
             summary.files += write_files(outputs, "", engine.finish())
-            commit(state, engine)
+    commit(state, engine)
     engine.close()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -71,7 +71,7 @@ def test_missing_file_is_a_clear_error(small_banksim, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_replay_killed_with_sigkill_resumes_to_identical_files(small_banksim, tmp_path):
-    args = replay_args(small_banksim, tmp_path / "out", "--chunk-size", "500", "--state", str(tmp_path / "state"))
+    args = replay_args(small_banksim, tmp_path / "out", "--chunk-size", "500", "--state", str(tmp_path / "state"), "--commit-every", "0")
     command = [sys.executable, "-m", "patternflow.cli", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     current = tmp_path / "state" / "CURRENT"

@@ -13,7 +13,6 @@ import pyarrow as pa
 from patternflow import schema
 from patternflow.clock import IST
 from patternflow.config import DetectionConfig
-from patternflow.engine import DetectionEngine
 from patternflow.state import StateStore
 from patternflow.store import LocalStore
 from patternflow.stream import commit, open_engine, write_files
@@ -145,6 +144,3 @@ def as_frames(transactions: pa.Table, importance: pa.Table) -> tuple[pd.DataFram
         }
     )
     return t, i
-
-
-__all__ = ["DetectionEngine"]

@@ -32,7 +32,6 @@ class ReplaySummary:
     detections_by_pattern: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATTERNS, 0))
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    chunk_seconds: list[float] = field(default_factory=list)
 
     @property
     def detections(self) -> int:
@@ -47,10 +46,9 @@ def replay(
     state_dir: str | Path | None = None,
     clock: Clock = now_ist,
     on_chunk: Callable[[ChunkResult, int], None] | None = None,
-    stop_after: int | None = None,
     commit_every: float = 1.0,
 ) -> ReplaySummary:
-    """Replay the stream; ``stop_after`` processes only that many chunks (then commits and returns).
+    """Replay the stream from the last committed state (or the start) to its end.
 
     With a state folder the state is committed at most every ``commit_every`` seconds (0: after
     every chunk) and always at the end: a crash replays at most that much work.
@@ -66,8 +64,6 @@ def replay(
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
     last_commit = time.monotonic()
     for index in range(engine.chunks_folded, source.chunks):
-        if stop_after is not None and summary.chunks >= stop_after:
-            break
         chunk = source.chunk(index)
         result = engine.fold(index, _parse_chunk(chunk.data, str(transactions), index * config.chunk_size))
         summary.files += write_files(outputs, "", result.files)
@@ -76,14 +72,12 @@ def replay(
             last_commit = time.monotonic()
         summary.chunks += 1
         summary.rows += result.rows
-        summary.chunk_seconds.append(result.seconds)
         for pattern, n in result.new_detections.items():
             summary.detections_by_pattern[pattern] += n
         if on_chunk:
             on_chunk(result, source.chunks)
-    else:
-        if not engine.finished:
-            summary.files += write_files(outputs, "", engine.finish())
+    if not engine.finished:
+        summary.files += write_files(outputs, "", engine.finish())
     commit(state, engine)
     engine.close()
     summary.seconds = time.perf_counter() - started

@@ -32,9 +32,10 @@ class ChunkedFile:
     def __init__(self, data: bytes, size: int) -> None:
         if size < 1:
             raise ValueError(f"chunk size must be at least 1, got {size}")
-        if data.startswith(_BOM):
-            data = data[len(_BOM) :]
-        data = data.rstrip(b"\r\n\t ") + b"\n"
+        self._skipped = len(_BOM) if data.startswith(_BOM) else 0
+        data = data[self._skipped :]
+        self._trimmed = len(data.rstrip(b"\r\n\t "))
+        data = data[: self._trimmed] + b"\n"
         ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
         self._data = data
         self._header = data[: ends[0] + 1]
@@ -55,5 +56,19 @@ class ChunkedFile:
         body = self._data[self._starts[first] : self._ends[last]]
         return Chunk(index, self._header + body, last - first)
 
+    def offsets(self) -> list[int]:
+        """Where each chunk's rows start in the original bytes, then where the last one ends.
+
+        With these and the header, a chunk can be cut from a byte range of the file without
+        reading the rest of it (``assemble``).
+        """
+        starts = [int(self._starts[i * self.size]) + self._skipped for i in range(self.chunks)]
+        return [*starts, self._trimmed + self._skipped]
+
     def __iter__(self) -> Iterator[Chunk]:
         return (self.chunk(i) for i in range(self.chunks))
+
+
+def assemble(header: bytes, rows: bytes) -> bytes:
+    """A chunk's bytes from the header and its rows' byte range: what ``ChunkedFile.chunk`` returns."""
+    return header + rows + (b"" if rows.endswith(b"\n") else b"\n")

@@ -42,6 +42,36 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from patternflow.launcher import LaunchOptions, find_project, run
+
+    options = LaunchOptions(
+        data=Path(args.data),
+        output=Path(args.output),
+        project=find_project(),
+        exit_when_done=args.exit_when_done,
+        s3_port=args.s3_port,
+        ui_port=args.ui_port,
+        timeout=args.timeout,
+        chunk_size=args.chunk_size,
+        tick_seconds=args.tick,
+    )
+    return run(options)
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from patternflow.producer import reset_stream
+    from patternflow.s3 import S3Store, endpoint_client
+    from patternflow.settings import PipelineSettings
+
+    settings = PipelineSettings.resolve({"bucket": args.bucket})
+    removed = reset_stream(S3Store(endpoint_client(args.endpoint_url), settings.bucket), settings)
+    print(f"removed from s3://{settings.bucket}: " + ", ".join(f"{n} objects under {p}" for p, n in removed.items()))
+    return 0
+
+
 class _Progress:
     """A one-line progress bar on a terminal; silent when output is not a terminal."""
 
@@ -86,6 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --state: seconds between state commits, 0 for after every chunk (default 1)",
     )
     rep.set_defaults(handler=_replay)
+
+    run = commands.add_parser("run", help="run the whole pipeline locally: an S3 server on 127.0.0.1, Airflow standalone, the two DAGs")
+    run.add_argument(
+        "--data", default="data", help="folder with transactions.csv and CustomerImportance.csv; generated if missing (default data/)"
+    )
+    run.add_argument(
+        "--output", default="output", help="folder the detection files are copied to when the stream is complete (default output/)"
+    )
+    run.add_argument(
+        "--exit-when-done", action="store_true", help="stop everything and exit 0 once the stream is complete and exported (1 if it failed)"
+    )
+    run.add_argument("--timeout", type=float, help="with --exit-when-done: exit 1 if the stream is not complete after this many seconds")
+    run.add_argument("--s3-port", type=_positive, default=5055, help="port of the S3 server on 127.0.0.1 (default 5055)")
+    run.add_argument("--ui-port", type=_positive, default=8080, help="port of the Airflow UI and API on 127.0.0.1 (default 8080)")
+    run.add_argument("--chunk-size", type=_positive, help="rows per chunk (default: PATTERNFLOW_CHUNK_SIZE or 10,000)")
+    run.add_argument("--tick", type=float, help="seconds between chunks (default: PATTERNFLOW_TICK_SECONDS or 1)")
+    run.set_defaults(handler=_run)
+
+    reset = commands.add_parser("reset", help="remove one stream's chunks, reference data, state and detections from its bucket")
+    reset.add_argument("--endpoint-url", help="S3 endpoint (MinIO, the embedded server); default: AWS")
+    reset.add_argument("--bucket", help="bucket (default: PATTERNFLOW_BUCKET or patternflow)")
+    reset.set_defaults(handler=_reset)
     return parser
 
 

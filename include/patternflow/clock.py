@@ -20,3 +20,8 @@ def iso_ist(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(IST).isoformat(timespec="milliseconds")
+
+
+def iso_ist_epoch(epoch: float) -> str:
+    """``iso_ist`` of a time given in seconds since the epoch."""
+    return iso_ist(datetime.fromtimestamp(epoch, UTC))

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    data: bytes
+    written_at: float
+    """When the object was written, seconds since the epoch."""
 
 
 class ObjectStore(Protocol):
     def get(self, key: str) -> bytes:
         """The object's bytes; ``KeyError`` if there is none."""
+
+    def fetch(self, key: str) -> StoredObject:
+        """The object's bytes and write time; ``KeyError`` if there is none."""
 
     def put(self, key: str, data: bytes) -> None: ...
 
@@ -42,6 +53,13 @@ class LocalStore:
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def fetch(self, key: str) -> StoredObject:
+        path = self._path(key)
+        try:
+            return StoredObject(path.read_bytes(), path.stat().st_mtime)
         except FileNotFoundError:
             raise KeyError(key) from None
 

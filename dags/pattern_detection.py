@@ -1,0 +1,47 @@
+"""Mechanism Y: as soon as a chunk lands, fold it into the state and write new detections.
+
+    wait_for_next_chunk (S3KeySensor, deferred)  ->  detect_patterns
+
+Runs back to back (@continuous, one at a time). The sensor waits in the triggerer for the next
+chunk the state expects, or for the end-of-stream marker; the detection task then takes every
+consecutive chunk already there (up to max_chunks_per_run), so the detector keeps up with a
+1-second producer despite Airflow's per-run overhead. Detection files go to
+s3://<bucket>/output_detections/detection_<i>.csv, 50 rows each, the state to s3://<bucket>/state/.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag, get_current_context, task
+
+from patternflow.orchestration import DEFAULT_ARGS, TAGS, NextChunkSensor, setting_params, settings_for
+
+
+@dag(
+    dag_id="pattern_detection",
+    schedule="@continuous",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=TAGS,
+    params=setting_params("bucket", "max_chunks_per_run"),
+    doc_md=__doc__,
+)
+def pattern_detection():
+    wait = NextChunkSensor(task_id="wait_for_next_chunk")
+
+    @task
+    def detect_patterns() -> dict:
+        """Fold the waiting chunks, write full detection files, commit; returns the run's figures."""
+        from patternflow.detector import detect
+        from patternflow.orchestration import detection_config, s3_store
+
+        settings = settings_for(get_current_context()["params"])
+        return detect(s3_store(settings), settings, detection_config()).to_json()
+
+    wait >> detect_patterns()
+
+
+pattern_detection()

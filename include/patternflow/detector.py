@@ -1,0 +1,157 @@
+"""Mechanism Y's work for one run: fold every waiting chunk, write full detection files, commit.
+
+A run opens the engine at the last committed state, takes the consecutive chunks that are
+already on S3 from the next expected one (at most ``max_chunks_per_run``), folds them one by
+one, writes each detection file as soon as its 50 rows exist, and commits the state once at the
+end. When every chunk of the stream is folded and the end-of-stream marker is there, it writes
+the last partial file and marks the stream finished.
+
+Files are written before the state that accounts for them is committed: a run that dies in
+between is redone from the previous state, and rewrites the same rows under the same file
+names. Per-chunk metrics (upload, start, end and commit times, detections, files) are written
+next to the state after the commit, for the progress display and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from patternflow.clock import Clock, now_ist
+from patternflow.config import DetectionConfig
+from patternflow.engine import PATTERNS
+from patternflow.parsing import parse_importance, parse_transactions
+from patternflow.producer import chunk_key, end_of_stream_key, importance_key, load_manifest
+from patternflow.settings import PipelineSettings
+from patternflow.state import StateStore
+from patternflow.status import metrics_key, read_progress
+from patternflow.store import ObjectStore
+from patternflow.stream import commit, open_engine, write_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkMetrics:
+    index: int
+    rows: int
+    uploaded_at: float
+    started_at: float
+    finished_at: float
+    new_detections: dict[str, int]
+    files: list[str]
+    committed_at: float | None = None
+
+    @property
+    def lag_seconds(self) -> float:
+        """From the chunk's upload to the commit of its detections."""
+        return (self.committed_at or self.finished_at) - self.uploaded_at
+
+
+@dataclass
+class DetectionReport:
+    chunks: list[int] = field(default_factory=list)
+    rows: int = 0
+    new_detections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATTERNS, 0))
+    files: list[str] = field(default_factory=list)
+    lag_seconds: dict[str, float] = field(default_factory=dict)
+    end_of_stream: bool = False
+    state_version: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if not self.chunks and not self.files:
+            return "no new chunk" + (" (stream finished)" if self.end_of_stream else "")
+        taken = f"chunks {self.chunks[0]}..{self.chunks[-1]}" if self.chunks else "no chunk"
+        found = ", ".join(f"{p} {n}" for p, n in self.new_detections.items())
+        lag = (
+            f"; lag min {self.lag_seconds['min']:.2f} s, median {self.lag_seconds['median']:.2f} s, max {self.lag_seconds['max']:.2f} s"
+            if self.lag_seconds
+            else ""
+        )
+        end = "; end of stream: last file written" if self.end_of_stream else ""
+        return f"{taken} ({self.rows:,} rows): new detections {found}; {len(self.files)} files written{lag}{end}"
+
+
+def expected_key(store: ObjectStore, settings: PipelineSettings) -> str | None:
+    """What the sensor waits for: the next chunk, or the end-of-stream marker; None when finished."""
+    progress = read_progress(store, settings)
+    if progress.finished:
+        return None
+    if progress.chunks_total is not None and progress.chunks_folded >= progress.chunks_total:
+        return end_of_stream_key(settings)
+    return chunk_key(settings, progress.chunks_folded)
+
+
+def detect(
+    store: ObjectStore,
+    settings: PipelineSettings,
+    config: DetectionConfig | None = None,
+    clock: Clock = now_ist,
+    wall: Callable[[], float] = time.time,
+) -> DetectionReport:
+    """One detection run over the chunks waiting on ``store``."""
+    report = DetectionReport()
+    manifest = load_manifest(store, settings)
+    if manifest is None:
+        log.info("no stream under %s yet", settings.chunks_prefix)
+        return report
+    config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
+    state = StateStore(store, settings.state_prefix)
+    reference = importance_key(settings)
+    engine = open_engine(state, lambda: parse_importance(store.get(reference), _uri(settings, reference)), config, clock)
+    try:
+        if engine.finished:
+            report.end_of_stream = True
+            return report
+        metrics: list[ChunkMetrics] = []
+        while len(metrics) < settings.max_chunks_per_run and engine.chunks_folded < manifest.chunks:
+            index = engine.chunks_folded
+            key = chunk_key(settings, index)
+            try:
+                stored = store.fetch(key)
+            except KeyError:
+                break
+            started = wall()
+            result = engine.fold(index, parse_transactions(stored.data, _uri(settings, key)))
+            files = write_files(store, settings.output_prefix, result.files)
+            metrics.append(ChunkMetrics(index, result.rows, stored.written_at, started, wall(), result.new_detections, files))
+        final_files: list[str] = []
+        if engine.chunks_folded == manifest.chunks and store.exists(end_of_stream_key(settings)):
+            final_files = write_files(store, settings.output_prefix, engine.finish())
+            report.end_of_stream = True
+        if metrics or report.end_of_stream:
+            report.state_version = commit(state, engine)
+            committed = wall()
+            for chunk in metrics:
+                chunk.committed_at = committed
+            if metrics:
+                store.put(metrics_key(settings, metrics[0].index), json.dumps([asdict(m) for m in metrics]).encode())
+        _summarise(report, metrics, final_files)
+    finally:
+        engine.close()
+    log.info("%s", report.describe())
+    return report
+
+
+def _summarise(report: DetectionReport, metrics: list[ChunkMetrics], final_files: list[str]) -> None:
+    for chunk in metrics:
+        report.chunks.append(chunk.index)
+        report.rows += chunk.rows
+        report.files += chunk.files
+        for pattern, n in chunk.new_detections.items():
+            report.new_detections[pattern] += n
+    report.files += final_files
+    if metrics:
+        lags = [m.lag_seconds for m in metrics]
+        report.lag_seconds = {"min": min(lags), "median": statistics.median(lags), "max": max(lags)}
+
+
+def _uri(settings: PipelineSettings, key: str) -> str:
+    return f"s3://{settings.bucket}/{key}"

@@ -1,0 +1,384 @@
+"""``patternflow run``: the whole pipeline on one machine, with nothing but this virtualenv.
+
+It starts an S3-compatible server on 127.0.0.1 (moto's server, in memory), creates the bucket,
+starts Airflow (``airflow standalone``: SQLite, LocalExecutor, api-server, scheduler,
+dag-processor, triggerer) with only this project's DAGs, unpaused, and watches the stream on S3:
+chunks uploaded and processed, detections per pattern, lag. When the stream is complete it
+copies the detection files to the output folder, since the in-memory S3 goes away with it.
+
+Every process it starts runs in a process group of its own, and every group is stopped on the
+way out (Ctrl-C, SIGTERM, the end of the stream with ``--exit-when-done``, or an error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from patternflow.errors import PatternflowError
+from patternflow.s3 import S3Store, endpoint_client
+from patternflow.settings import PipelineSettings
+from patternflow.status import StreamProgress, read_chunk_metrics, read_progress
+
+DAG_IDS = ("transaction_producer", "pattern_detection")
+ACCESS_KEY = "patternflow"  # the embedded server accepts any credentials; these never leave this machine
+
+
+class LaunchError(PatternflowError):
+    """The local stack could not start (a port in use, a component that died)."""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    data: Path
+    output: Path
+    project: Path
+    exit_when_done: bool = False
+    s3_port: int = 5055
+    ui_port: int = 8080
+    timeout: float | None = None
+    """With exit_when_done: give up (exit 1) if the stream is not complete after this many seconds."""
+    chunk_size: int | None = None
+    tick_seconds: float | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.project / ".airflow"
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The project folder: the nearest folder up from ``start`` (or the cwd) that holds ``dags/``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dags").is_dir() and (folder / "include" / "patternflow").is_dir():
+            return folder
+    package_root = Path(__file__).resolve().parents[2]
+    if (package_root / "dags").is_dir():
+        return package_root
+    raise LaunchError(f"no patternflow project (a folder with dags/ and include/patternflow/) at or above {here}")
+
+
+def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
+    """Start everything, watch the stream, stop everything; the process's exit code."""
+    _ensure_data(options.data, out)
+    for port, what in ((options.s3_port, "the S3 server (--s3-port)"), (options.ui_port, "the Airflow UI (--ui-port)")):
+        if not port_free(port):
+            raise LaunchError(
+                f"port {port} on 127.0.0.1 is already in use; it is needed for {what}. Stop what uses it or pick another port."
+            )
+    options.home.mkdir(parents=True, exist_ok=True)
+    settings = PipelineSettings.resolve({}, environ=_pipeline_environment(options))
+    stop = _install_signal_handlers()
+    with _processes() as started:
+        endpoint = f"http://127.0.0.1:{options.s3_port}"
+        print(f"starting the S3 server on {endpoint} ...", file=out, flush=True)
+        started.append(
+            _spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options.s3_port)], options.home / "s3-server.log")
+        )
+        client = endpoint_client(endpoint, access_key=ACCESS_KEY, secret_key=ACCESS_KEY)
+        _wait_until(lambda: _s3_ready(client), 30, "the S3 server did not start; see .airflow/s3-server.log", started)
+        client.create_bucket(Bucket=settings.bucket)
+        print(f"bucket s3://{settings.bucket} created; starting Airflow (first start takes a minute) ...", file=out, flush=True)
+        started.append(_spawn(["airflow", "standalone"], options.home / "standalone.log", _airflow_environment(options, endpoint)))
+        api = f"http://127.0.0.1:{options.ui_port}"
+        _wait_until(lambda: _http_ok(f"{api}/api/v2/monitor/health"), 240, "Airflow did not start; see .airflow/standalone.log", started)
+        password = _admin_password(options.home)
+        print(f"Airflow UI: {api}  (login: admin / {password})", file=out, flush=True)
+        print("the producer and the detector run by themselves; Ctrl-C stops everything\n", file=out, flush=True)
+        return _watch(options, settings, S3Store(client, settings.bucket), api, password, stop, started, out)
+
+
+def _watch(options, settings, store, api, password, stop, started, out) -> int:
+    display = _Display(out)
+    deadline = time.monotonic() + options.timeout if options.timeout else None
+    began = time.time()
+    exported = False
+    while not stop.is_set():
+        for process in started:
+            if process.poll() is not None:
+                display.close()
+                raise LaunchError(f"{' '.join(process.args[:3])} exited with code {process.returncode}; see the logs in .airflow/")
+        progress = read_progress(store, settings, count_uploads=True)
+        metrics = read_chunk_metrics(store, settings) if progress.chunks_folded else []
+        display.show(progress, metrics)
+        failed = _failed_runs(api, password, began)
+        if failed:
+            display.close()
+            print(f"stream failed: {failed}; see the task logs in the UI", file=out, flush=True)
+            if options.exit_when_done:
+                return 1
+        if progress.finished and not exported:
+            display.close()
+            files = export(store, settings, options.output)
+            _summary(progress, metrics, files, options.output, out)
+            exported = True
+            if options.exit_when_done:
+                return 0
+            print("the stream is complete; the UI stays up until Ctrl-C", file=out, flush=True)
+        if deadline and time.monotonic() > deadline:
+            display.close()
+            print(f"the stream did not complete within {options.timeout:.0f} s", file=out, flush=True)
+            return 1
+        stop.wait(1.0)
+    display.close()
+    print("stopping ...", file=out, flush=True)
+    return 130
+
+
+def export(store: S3Store, settings: PipelineSettings, output: Path) -> list[Path]:
+    """Copy the detection files from S3 to ``output`` (replacing detection files of an earlier run)."""
+    output.mkdir(parents=True, exist_ok=True)
+    for old in output.glob("detection_*.csv"):
+        old.unlink()
+    written = []
+    for key in store.list(settings.output_prefix):
+        path = output / key[len(settings.output_prefix) :]
+        path.write_bytes(store.get(key))
+        written.append(path)
+    return written
+
+
+def _summary(progress: StreamProgress, metrics: list[dict], files: list[Path], output: Path, out: IO[str]) -> None:
+    by_pattern = ", ".join(f"{p} {n}" for p, n in progress.detections_by_pattern.items())
+    print(
+        f"stream complete: {progress.chunks_folded} chunks, {progress.rows_folded:,} rows, "
+        f"{progress.detections} detections ({by_pattern}), {len(files)} files copied to {output}/",
+        file=out,
+    )
+    lags = sorted(m["committed_at"] - m["uploaded_at"] for m in metrics if m.get("committed_at"))
+    if lags:
+        print(
+            f"lag from upload to commit: median {lags[len(lags) // 2]:.2f} s, "
+            f"p95 {lags[min(len(lags) - 1, round(0.95 * (len(lags) - 1)))]:.2f} s, max {lags[-1]:.2f} s",
+            file=out,
+            flush=True,
+        )
+
+
+class _Display:
+    """One live line on a terminal; a line every few seconds (and at each change) otherwise."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.live = out.isatty()
+        self.last = ""
+        self.last_time = 0.0
+
+    def show(self, progress: StreamProgress, metrics: list[dict]) -> None:
+        if not progress.started:
+            line = "waiting for the producer to start the stream ..."
+        else:
+            lag = metrics[-1]["committed_at"] - metrics[-1]["uploaded_at"] if metrics else None
+            found = " ".join(f"{p}={n}" for p, n in progress.detections_by_pattern.items())
+            line = (
+                f"chunks uploaded {progress.chunks_uploaded}/{progress.chunks_total}  "
+                f"processed {progress.chunks_folded}/{progress.chunks_total}  "
+                f"detections {found}  files {progress.files_written}" + (f"  lag {lag:.1f} s" if lag is not None else "")
+            )
+        if self.live:
+            self.out.write("\r\x1b[2K" + line)
+            self.out.flush()
+        elif (line != self.last and time.monotonic() - self.last_time >= 5) or progress.finished:
+            print(line, file=self.out, flush=True)
+            self.last_time = time.monotonic()
+        self.last = line
+
+    def close(self) -> None:
+        if self.live and self.last:
+            self.out.write("\n")
+            self.out.flush()
+            self.last = ""
+
+
+def _ensure_data(data: Path, out: IO[str]) -> None:
+    if (data / "transactions.csv").is_file() and (data / "CustomerImportance.csv").is_file():
+        print(f"using the files in {data}/", file=out, flush=True)
+        return
+    from patternflow.generate import generate
+
+    print(f"no transactions.csv and CustomerImportance.csv in {data}/: generating BankSim-shaped ones ...", file=out, flush=True)
+    generate(data, seed=0)
+
+
+def _pipeline_environment(options: LaunchOptions) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.startswith("PATTERNFLOW_")}
+    env["PATTERNFLOW_TRANSACTIONS"] = str((options.data / "transactions.csv").resolve())
+    env["PATTERNFLOW_IMPORTANCE"] = str((options.data / "CustomerImportance.csv").resolve())
+    if options.chunk_size:
+        env["PATTERNFLOW_CHUNK_SIZE"] = str(options.chunk_size)
+    if options.tick_seconds:
+        env["PATTERNFLOW_TICK_SECONDS"] = str(options.tick_seconds)
+    return env
+
+
+def _airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str]:
+    connection = {
+        "conn_type": "aws",
+        "login": ACCESS_KEY,
+        "password": ACCESS_KEY,
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    api = f"http://127.0.0.1:{options.ui_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))}
+    env.update(_pipeline_environment(options))
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(options.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(options.project / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(options.project / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(options.ui_port),
+            "AIRFLOW__API__BASE_URL": api,
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+        }
+    )
+    return env
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    handle = log.open("ab")
+    try:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[list[subprocess.Popen]]:
+    """Processes started inside are stopped, with every process of their groups, on the way out."""
+    started: list[subprocess.Popen] = []
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the process's whole group, then SIGKILL whatever is left after ``grace`` seconds."""
+    try:
+        group = os.getpgid(process.pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        process.poll()
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+def _install_signal_handlers():
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_until(ready, seconds: float, message: str, started: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        for process in started:
+            if process.poll() is not None:
+                raise LaunchError(f"{message} (it exited with code {process.returncode})")
+        time.sleep(0.5)
+    raise LaunchError(message)
+
+
+def _s3_ready(client) -> bool:
+    try:
+        client.list_buckets()
+    except Exception:
+        return False
+    return True
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _admin_password(home: Path) -> str:
+    try:
+        return json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+    except (OSError, ValueError, KeyError):
+        return "(see .airflow/simple_auth_manager_passwords.json.generated)"
+
+
+def _failed_runs(api: str, password: str, since: float) -> str:
+    """Failed runs of the pipeline's DAGs that started after ``since``, as text ('' if none)."""
+    try:
+        token = _token(api, password)
+        failed = []
+        for dag_id in DAG_IDS:
+            query = f"state=failed&start_date_gte={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}"
+            request = urllib.request.Request(f"{api}/api/v2/dags/{dag_id}/dagRuns?{query}", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                runs = json.load(response)["dag_runs"]
+            failed += [f"{dag_id} run {run['dag_run_id']}" for run in runs]
+        return ", ".join(failed)
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return ""
+
+
+_TOKENS: dict[str, str] = {}
+
+
+def _token(api: str, password: str) -> str:
+    if api not in _TOKENS:
+        body = json.dumps({"username": "admin", "password": password}).encode()
+        request = urllib.request.Request(f"{api}/auth/token", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            _TOKENS[api] = json.load(response)["access_token"]
+    return _TOKENS[api]

@@ -1,0 +1,130 @@
+"""What the DAGs need from Airflow: settings from Params and Variables, S3 through the Amazon
+provider's ``aws_default`` connection, the trigger-form Params, and the sensor that waits for
+whatever the stream needs next.
+
+Everything else (chunking, detection, state) is in the Airflow-free core; the DAG files only
+wire these together. Airflow imports are made inside functions so that importing a DAG file
+stays cheap for the DAG processor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import Param
+
+from patternflow.s3 import S3Store
+from patternflow.settings import PipelineSettings, descriptions
+
+OWNER = "patternflow"
+TAGS = ["patternflow", "banksim", "s3"]
+DEFAULT_ARGS = {
+    "owner": OWNER,
+    "retries": 3,
+    "retry_delay": timedelta(seconds=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(seconds=30),
+}
+PACING = ("auto", "tick", "fast")
+
+
+def _variable(name: str) -> str | None:
+    from airflow.sdk import Variable
+
+    return Variable.get(name, default=None)
+
+
+def settings_for(params: Mapping[str, Any] | None = None) -> PipelineSettings:
+    """This run's settings: its Params, then Variables ``patternflow_*``, then ``PATTERNFLOW_*``."""
+    return PipelineSettings.resolve(params, variable=_variable)
+
+
+def detection_config():
+    return PipelineSettings.detection_config(variable=_variable)
+
+
+def s3_client(settings: PipelineSettings) -> Any:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
+
+
+def s3_store(settings: PipelineSettings) -> S3Store:
+    return S3Store(s3_client(settings), settings.bucket)
+
+
+def setting_params(*names: str) -> dict[str, Param]:
+    """Trigger-form fields for settings: empty means "use the Variable, environment or default"."""
+    defaults = PipelineSettings()
+    params = {}
+    for name in names:
+        default = getattr(defaults, name)
+        kind = {int: "integer", float: "number"}.get(type(default), "string")
+        params[name] = Param(
+            None,
+            type=["null", kind],
+            title=name.replace("_", " "),
+            description=f"{descriptions()[name]} Empty: Variable patternflow_{name}, else PATTERNFLOW_{name.upper()}, else {default}.",
+        )
+    return params
+
+
+def pacing_param() -> Param:
+    return Param(
+        "auto",
+        enum=list(PACING),
+        title="pacing",
+        description="tick: upload the chunks that are due (one per tick since the stream started); fast: upload every "
+        "remaining chunk now; auto: tick for scheduled runs, fast for manual runs, backfills and `airflow dags test`.",
+    )
+
+
+def is_fast(pacing: str, run_type: str | None) -> bool:
+    if pacing not in PACING:
+        raise ValueError(f"pacing must be one of {', '.join(PACING)}, got {pacing!r}")
+    return pacing == "fast" or (pacing == "auto" and run_type != "scheduled")
+
+
+class NextChunkSensor(S3KeySensor):
+    """An ``S3KeySensor`` whose key is decided when it runs: the next chunk the state expects, or
+    the end-of-stream marker once every chunk is folded.
+
+    It runs deferred (the triggerer polls S3; no worker slot is held while waiting). On a
+    finished stream there is nothing to wait for: a manual run is skipped, and the continuous
+    schedule idles, deferred on a timer, until the stream is reset and a new one begins.
+    """
+
+    def __init__(self, *, idle_seconds: float = 30.0, **kwargs: Any) -> None:
+        settings = PipelineSettings.resolve({}, variable=None)
+        super().__init__(
+            bucket_key="(the next expected chunk, decided at run time)",
+            bucket_name=settings.bucket,
+            aws_conn_id=settings.aws_conn_id,
+            deferrable=True,
+            poke_interval=settings.poke_interval_seconds,
+            **kwargs,
+        )
+        self.idle_seconds = idle_seconds
+
+    def execute(self, context: Any, event: Any = None) -> None:
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from patternflow.detector import expected_key
+
+        settings = settings_for(context["params"])
+        self.bucket_name = settings.bucket
+        self.aws_conn_id = settings.aws_conn_id
+        self.poke_interval = settings.poke_interval_seconds
+        key = expected_key(s3_store(settings), settings)
+        if key is None:
+            if context["dag_run"].run_type != "scheduled":
+                raise AirflowSkipException("the stream is finished: nothing to wait for (reset it to start another)")
+            self.log.info("the stream is finished; idling %s s before looking for a new stream", self.idle_seconds)
+            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.idle_seconds)), method_name="execute")
+        self.bucket_key = key
+        self.log.info("waiting for s3://%s/%s", settings.bucket, key)
+        super().execute(context)

@@ -1,0 +1,92 @@
+"""The ``ObjectStore`` on an S3 bucket, through a boto3 S3 client.
+
+The client decides where S3 is (AWS, MinIO, the embedded server): in the DAGs it comes from the
+Amazon provider's ``S3Hook`` and the ``aws_default`` connection, in the command line from an
+endpoint URL. Every object written here carries its write time (ms) as metadata, so that lag is
+measured to the millisecond rather than to S3's one-second ``Last-Modified``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from patternflow.store import StoredObject
+
+WRITTEN_AT = "written-at"
+
+
+class S3Store:
+    """An ``ObjectStore`` on one bucket."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def get(self, key: str) -> bytes:
+        return self.fetch(key).data
+
+    def fetch(self, key: str) -> StoredObject:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+        written = response.get("Metadata", {}).get(WRITTEN_AT)
+        moment = datetime.fromisoformat(written) if written else response["LastModified"]
+        return StoredObject(response["Body"].read(), moment.timestamp())
+
+    def put(self, key: str, data: bytes) -> None:
+        written = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={WRITTEN_AT: written})
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", ()))
+        return sorted(keys)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an object."""
+        if end <= start:
+            return b""
+        response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        return response["Body"].read()
+
+    def size(self, key: str) -> int:
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise KeyError(key) from None
+            raise
+
+
+def endpoint_client(
+    endpoint_url: str | None, region: str = "us-east-1", access_key: str | None = None, secret_key: str | None = None
+) -> Any:
+    """A boto3 S3 client for the command line (the DAGs take theirs from the Airflow connection)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
+    )

@@ -1,0 +1,80 @@
+"""Where a stream stands, read from S3 alone: what the sensor, `patternflow run` and the UI show.
+
+Cheap to call every second: two small JSON objects (the stream manifest and the state's
+``CURRENT`` pointer), plus a listing when the caller asks how many chunks are up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from patternflow.engine import PATTERNS
+from patternflow.producer import END_OF_STREAM, STREAM_MANIFEST, chunk_key
+from patternflow.settings import PipelineSettings
+from patternflow.store import ObjectStore
+
+
+@dataclass
+class StreamProgress:
+    started: bool = False
+    """The producer has written the stream manifest."""
+    chunks_total: int | None = None
+    rows_total: int | None = None
+    chunks_uploaded: int | None = None
+    """Chunks on S3 (only when asked for: it takes a listing)."""
+    end_of_stream_marker: bool | None = None
+    chunks_folded: int = 0
+    rows_folded: int = 0
+    detections_by_pattern: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATTERNS, 0))
+    files_written: int = 0
+    finished: bool = False
+    """The detector has folded every chunk and written the last file."""
+    committed_at: str | None = None
+
+    @property
+    def detections(self) -> int:
+        return sum(self.detections_by_pattern.values())
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def metrics_key(settings: PipelineSettings, first_chunk: int) -> str:
+    return f"{settings.state_prefix}metrics/run_{first_chunk:08d}.json"
+
+
+def read_progress(store: ObjectStore, settings: PipelineSettings, count_uploads: bool = False) -> StreamProgress:
+    progress = StreamProgress()
+    try:
+        manifest = json.loads(store.get(settings.chunks_prefix + STREAM_MANIFEST))
+        progress.started = True
+        progress.chunks_total = manifest["chunks"]
+        progress.rows_total = manifest["rows"]
+    except KeyError:
+        pass
+    try:
+        current = json.loads(store.get(f"{settings.state_prefix}CURRENT"))
+        progress.chunks_folded = current["chunks_folded"]
+        progress.rows_folded = current["rows_folded"]
+        progress.detections_by_pattern = current["detections_by_pattern"]
+        progress.files_written = current["files_written"]
+        progress.finished = current["finished"]
+        progress.committed_at = current.get("committed_at")
+    except (KeyError, ValueError):
+        pass
+    if count_uploads:
+        keys = set(store.list(settings.chunks_prefix))
+        total = progress.chunks_total or 0
+        progress.chunks_uploaded = next((i for i in range(total) if chunk_key(settings, i) not in keys), total)
+        progress.end_of_stream_marker = settings.chunks_prefix + END_OF_STREAM in keys
+    return progress
+
+
+def read_chunk_metrics(store: ObjectStore, settings: PipelineSettings) -> list[dict]:
+    """Every chunk's metrics record, in chunk order (a redone run's records replace the old ones)."""
+    by_chunk: dict[int, dict] = {}
+    for key in store.list(f"{settings.state_prefix}metrics/"):
+        for record in json.loads(store.get(key)):
+            by_chunk[record["index"]] = record
+    return [by_chunk[i] for i in sorted(by_chunk)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +30,32 @@ def small_banksim(tmp_path_factory: pytest.TempPathFactory) -> Generated:
 def write(path: Path, text: str | bytes) -> Path:
     path.write_bytes(text.encode() if isinstance(text, str) else text)
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's) on 127.0.0.1, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_client(s3_endpoint: str):
+    from patternflow.s3 import endpoint_client
+
+    return endpoint_client(s3_endpoint, access_key="test", secret_key="test")
+
+
+@pytest.fixture
+def bucket(s3_client) -> str:
+    """A fresh, empty bucket for one test."""
+    name = f"pf-{uuid.uuid4().hex[:20]}"
+    s3_client.create_bucket(Bucket=name)
+    return name

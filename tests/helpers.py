@@ -144,3 +144,20 @@ def as_frames(transactions: pa.Table, importance: pa.Table) -> tuple[pd.DataFram
         }
     )
     return t, i
+
+
+LIVELY = {
+    "upgrade_min_merchant_transactions": "3000",
+    "child_min_transactions": "30",
+    "dei_min_female_customers": "10",
+}
+"""Thresholds under which all three patterns fire on the 60,000-row generated stream (3 files)."""
+
+
+def lively_config(chunk_size: int) -> DetectionConfig:
+    return DetectionConfig(chunk_size=chunk_size, **{k: int(v) for k, v in LIVELY.items()})
+
+
+def lively_environment(chunk_size: int) -> dict[str, str]:
+    """The same thresholds as ``PATTERNFLOW_*`` settings, for the DAGs."""
+    return {f"PATTERNFLOW_{k.upper()}": v for k, v in LIVELY.items()} | {"PATTERNFLOW_CHUNK_SIZE": str(chunk_size)}

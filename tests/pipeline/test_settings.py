@@ -1,0 +1,75 @@
+"""Pipeline settings: precedence, conversion and validation."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from patternflow.settings import PipelineSettings, SettingsError, descriptions
+
+
+def variables(**values):
+    return lambda name: values.get(name)
+
+
+def test_defaults_are_the_documented_ones():
+    settings = PipelineSettings.resolve({}, variables(), {})
+    assert settings == PipelineSettings()
+    assert (settings.bucket, settings.chunks_prefix, settings.output_prefix) == ("patternflow", "transaction_chunks/", "output_detections/")
+    assert (settings.chunk_size, settings.tick_seconds) == (10_000, 1.0)
+    assert set(descriptions()) == set(PipelineSettings().to_json())
+
+
+def test_params_beat_variables_beat_environment_beat_defaults():
+    environ = {"PATTERNFLOW_BUCKET": "from-env", "PATTERNFLOW_CHUNK_SIZE": "300", "PATTERNFLOW_TICK_SECONDS": "0.5"}
+    found = variables(patternflow_bucket="from-variable", patternflow_chunk_size="200")
+    settings = PipelineSettings.resolve({"bucket": "from-param", "chunk_size": None}, found, environ)
+    assert settings.bucket == "from-param"
+    assert settings.chunk_size == 200
+    assert settings.tick_seconds == 0.5
+    assert settings.max_chunks_per_run == 20
+
+
+def test_a_bad_value_names_the_setting_and_where_it_came_from():
+    with pytest.raises(SettingsError, match=r"chunk_size from Variable patternflow_chunk_size: 'ten'"):
+        PipelineSettings.resolve({}, variables(patternflow_chunk_size="ten"), {})
+    with pytest.raises(SettingsError, match=r"chunk_size must be at least 1"):
+        PipelineSettings.resolve({"chunk_size": 0}, variables(), {})
+    with pytest.raises(SettingsError, match=r"tick_seconds must be more than 0"):
+        PipelineSettings.resolve({}, variables(), {"PATTERNFLOW_TICK_SECONDS": "-1"})
+
+
+@pytest.mark.parametrize("name", ["ab", "Upper", "under_score", "-dash", "a" * 64, "1.2.3.4", "dots..twice"])
+def test_bucket_names_follow_the_s3_rules(name):
+    with pytest.raises(SettingsError, match="not a valid S3 bucket name"):
+        PipelineSettings(bucket=name)
+
+
+@pytest.mark.parametrize("prefix", ["../escape/", "a/../b/", "/absolute/", "", "/", "a//b/", "./x/"])
+def test_prefixes_cannot_escape_or_be_empty(prefix):
+    with pytest.raises(SettingsError, match="relative key prefix"):
+        PipelineSettings(output_prefix=prefix)
+
+
+def test_prefixes_are_normalised_and_must_not_overlap():
+    assert PipelineSettings(output_prefix="out/detections").output_prefix == "out/detections/"
+    with pytest.raises(SettingsError, match="overlap"):
+        PipelineSettings(state_prefix="transaction_chunks/state/")
+
+
+def test_s3_sources_must_name_an_object():
+    assert PipelineSettings(transactions="s3://raw-data/banksim/transactions.csv").transactions.startswith("s3://")
+    with pytest.raises(SettingsError, match="must name an object"):
+        PipelineSettings(transactions="s3://raw-data/")
+
+
+def test_detection_thresholds_come_from_variables_and_environment():
+    config = PipelineSettings.detection_config(
+        variables(patternflow_child_min_transactions="5"), {"PATTERNFLOW_CHILD_MAX_AVERAGE_AMOUNT": "12.5", "PATTERNFLOW_CHUNK_SIZE": "7"}
+    )
+    assert config.child_min_transactions == 5
+    assert config.child_max_average_amount == Decimal("12.5")
+    assert config.chunk_size == 10_000  # a stream's chunk size is in its manifest, not here
+    with pytest.raises(SettingsError, match="detection settings"):
+        PipelineSettings.detection_config(variables(), {"PATTERNFLOW_UPGRADE_COUNT_QUANTILE": "1.5"})

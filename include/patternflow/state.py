@@ -32,7 +32,7 @@ from patternflow.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
-_TABLES = ("pairs", "emitted", "pending")
+_TABLES = ("customers", "merchants", "pairs", "emitted", "pending")
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
 
 

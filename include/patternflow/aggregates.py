@@ -22,7 +22,7 @@ PAIRS_SCHEMA = pa.schema(
         ("weight_rank", pa.int32()),  # rank of weight(c, m) among the merchant's; -1: undefined
     ]
 )
-FEMALE, MALE = 1, 2
+FEMALE, MALE, OTHER_GENDER = 1, 2, 4
 
 
 class PairAggregates:

@@ -17,8 +17,9 @@ from importlib import resources
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from patternflow.aggregates import PAIRS_SCHEMA, PairAggregates
+from patternflow.aggregates import FEMALE, MALE, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
 from patternflow.clock import Clock, iso_ist, now_ist
 from patternflow.config import DetectionConfig
 from patternflow.detections import Detection, DetectionFile, pending_rows, pending_table
@@ -26,6 +27,7 @@ from patternflow.ids import IdDictionary
 
 PATTERNS = ("PatId1", "PatId2", "PatId3")
 _VIEWS = ("pattern_upgrade", "pattern_child", "pattern_dei_needed")
+_GENDER_BITS = {"F": FEMALE, "M": MALE}
 _NO_CUSTOMER = -1
 """The customer id of DEI-NEEDED detections, whose customerName is empty."""
 _CHILD_COLUMNS = ("merchant", "customer", "n", "cents")
@@ -168,7 +170,7 @@ class DetectionEngine:
         customers = self.customers.encode(chunk.column("customer"))
         merchants = self.merchants.encode(chunk.column("merchant"))
         pairs = self.aggregates.pair_ids(customers, merchants, len(self.customers), len(self.merchants))
-        rows = pa.table({"pair": pairs, "amount": chunk.column("amount"), "gender": chunk.column("gender")})
+        rows = pa.table({"pair": pairs, "cents": _cents(chunk.column("amount")), "gender": _gender_bits(chunk.column("gender"))})
         self.con.register("chunk", rows)
         sums = self.con.execute(sql("fold_chunk")).fetchnumpy()
         self.con.unregister("chunk")
@@ -238,6 +240,18 @@ class DetectionEngine:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _cents(amounts: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Amounts (two decimals at most) as exact integer cents."""
+    return pc.cast(pc.multiply(amounts, pa.scalar(100)), pa.int64())
+
+
+def _gender_bits(genders: pa.ChunkedArray) -> np.ndarray:
+    """Each gender as the bit the aggregates' gender set uses: F 1, M 2, anything else 4."""
+    encoded = pc.dictionary_encode(genders.combine_chunks())
+    bits = np.array([_GENDER_BITS.get(g, OTHER_GENDER) for g in encoded.dictionary.to_pylist()], dtype=np.uint8)
+    return bits[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def initial_state(importance: pa.Table) -> EngineState:

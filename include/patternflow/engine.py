@@ -15,14 +15,28 @@ from functools import cache
 from importlib import resources
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from patternflow.aggregates import FEMALE, MALE, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
 from patternflow.clock import Clock, iso_ist, now_ist
 from patternflow.config import DetectionConfig
 from patternflow.detections import Detection, DetectionFile, pending_rows, pending_table
+from patternflow.ids import IdDictionary
 
 PATTERNS = ("PatId1", "PatId2", "PatId3")
 _VIEWS = ("pattern_upgrade", "pattern_child", "pattern_dei_needed")
+_GENDER_BITS = {"F": FEMALE, "M": MALE}
+_NO_CUSTOMER = -1
+"""The customer id of DEI-NEEDED detections, whose customerName is empty."""
+_CHILD_COLUMNS = ("merchant", "customer", "n", "cents")
+_UPGRADE_COLUMNS = ("merchant", "customer", "n", "weight_rank")
+_EMPTY_TOUCHED = PAIRS_SCHEMA.empty_table().select(list(_CHILD_COLUMNS))
+_EMPTY_CUSTOMERS = PAIRS_SCHEMA.empty_table().select(list(_UPGRADE_COLUMNS))
+EMITTED_SCHEMA = pa.schema(
+    [("pattern_id", pa.string()), ("action_type", pa.string()), ("customer", pa.string()), ("merchant", pa.string())]
+)
 
 
 @cache
@@ -35,7 +49,12 @@ def sql(name: str) -> str:
 class EngineState:
     """Everything the engine needs to continue a stream, as Arrow tables and counters."""
 
+    customers: pa.Table
+    """Customer names; a customer's id is its row (``patternflow.ids``)."""
+    merchants: pa.Table
+    """Merchant names; a merchant's id is its row."""
     pairs: pa.Table
+    """The aggregates, one row per (merchant, customer) pair (``patternflow.aggregates``)."""
     emitted: pa.Table
     pending: pa.Table
     chunks_folded: int = 0
@@ -63,15 +82,16 @@ class DetectionEngine:
     def __init__(self, config: DetectionConfig, state: EngineState, clock: Clock = now_ist) -> None:
         self.config = config
         self.clock = clock
+        self.customers = IdDictionary.from_table(state.customers)
+        self.merchants = IdDictionary.from_table(state.merchants)
+        self.aggregates = PairAggregates(state.pairs, len(self.customers), len(self.merchants))
         self.con = duckdb.connect(config={"threads": 1})
         self._set_variables()
-        self.con.execute(sql("create_state"))
-        for table in ("pairs", "emitted"):
-            self.con.register("_snapshot", getattr(state, table))
-            self.con.execute(f"INSERT INTO {table} SELECT * FROM _snapshot")
-            self.con.unregister("_snapshot")
+        self.con.execute(sql("create_state")).fetchall()
+        self._restore_emitted(state.emitted)
+        self._register_inputs(_EMPTY_TOUCHED, _EMPTY_CUSTOMERS, self.aggregates.merchant_table())
         for view in _VIEWS:
-            self.con.execute(f"CREATE VIEW {view} AS {sql(view)}")
+            self.con.execute(f"CREATE VIEW {view} AS {sql(view)}").fetchall()
         self._pending = pending_rows(state.pending)
         self.chunks_folded = state.chunks_folded
         self.rows_folded = state.rows_folded
@@ -97,7 +117,23 @@ class DetectionEngine:
         }
         for name, value in values.items():
             kind = "DECIMAL(18, 6)" if isinstance(value, Decimal) else "BIGINT"
-            self.con.execute(f"SET VARIABLE {name} = CAST('{value}' AS {kind})")
+            self.con.execute(f"SET VARIABLE {name} = CAST('{value}' AS {kind})").fetchall()
+
+    def _restore_emitted(self, emitted: pa.Table) -> None:
+        if not emitted.num_rows:
+            return
+        customers = emitted.column("customer").to_pylist()
+        ids = pa.table(
+            {
+                "pattern_id": emitted.column("pattern_id"),
+                "action_type": emitted.column("action_type"),
+                "customer": [self.customers.lookup([c])[0] if c else _NO_CUSTOMER for c in customers],
+                "merchant": self.merchants.lookup(emitted.column("merchant").to_pylist()),
+            }
+        )
+        self.con.register("_snapshot", ids)
+        self.con.execute("INSERT INTO emitted SELECT * FROM _snapshot").fetchall()
+        self.con.unregister("_snapshot")
 
     @property
     def pending(self) -> int:
@@ -112,10 +148,8 @@ class DetectionEngine:
             raise OutOfOrderChunk(f"expected chunk {self.chunks_folded}, got chunk {index}")
         started = time.perf_counter()
         y_start = iso_ist(self.clock())
-        self.con.register("chunk", chunk)
-        self.con.execute(sql("fold_chunk"))
-        self.con.unregister("chunk")
-        found = self.con.execute(sql("new_detections")).fetchall()
+        touched = self._fold(chunk)
+        found = self._detect(touched)
         detected = iso_ist(self.clock())
         found.sort(key=lambda r: (r[0], r[3], r[2]))  # patternId, MerchantId, customerName
         self._pending.extend(Detection(y_start, detected, *row) for row in found)
@@ -128,6 +162,38 @@ class DetectionEngine:
         files = self._cut_files(final=False)
         new = {p: counts.get(p, 0) for p in PATTERNS}
         return ChunkResult(index, chunk.num_rows, new, files, time.perf_counter() - started)
+
+    def _fold(self, chunk: pa.Table) -> np.ndarray:
+        """Add the chunk to the aggregates (``fold_chunk.sql``); returns the ids of the pairs it touched."""
+        if not chunk.num_rows:
+            return np.empty(0, dtype=np.int32)
+        customers = self.customers.encode(chunk.column("customer"))
+        merchants = self.merchants.encode(chunk.column("merchant"))
+        pairs = self.aggregates.pair_ids(customers, merchants, len(self.customers), len(self.merchants))
+        rows = pa.table({"pair": pairs, "cents": _cents(chunk.column("amount")), "gender": _gender_bits(chunk.column("gender"))})
+        self.con.register("chunk", rows)
+        sums = self.con.execute(sql("fold_chunk")).fetchnumpy()
+        self.con.unregister("chunk")
+        touched = np.asarray(sums["pair"], dtype=np.int32)
+        self.aggregates.add(touched, np.asarray(sums["n"]), np.asarray(sums["cents"]), np.asarray(sums["genders"]))
+        return touched
+
+    def _detect(self, touched: np.ndarray) -> list[tuple[str, str, str, str]]:
+        """Evaluate the patterns over what the chunk can have changed; new detections by name."""
+        aggregates = self.aggregates
+        merchants = aggregates.merchant_table()
+        large = np.flatnonzero(merchants.column("total").to_numpy() > self.config.upgrade_min_merchant_transactions)
+        customers = aggregates.rows(aggregates.pairs_of_merchants(large), _UPGRADE_COLUMNS) if len(large) else _EMPTY_CUSTOMERS
+        self._register_inputs(aggregates.rows(touched, _CHILD_COLUMNS), customers, merchants)
+        found = self.con.execute(sql("new_detections")).fetchall()
+        names, merchant_names = self.customers.names, self.merchants.names
+        return [(p, a, names[c] if c != _NO_CUSTOMER else "", merchant_names[m]) for p, a, c, m in found]
+
+    def _register_inputs(self, touched: pa.Table, customers: pa.Table, merchants: pa.Table) -> None:
+        """The Arrow tables the pattern queries read (see their .sql files)."""
+        self.con.register("touched", touched)
+        self.con.register("customers", customers)
+        self.con.register("merchants", merchants)
 
     def finish(self) -> list[DetectionFile]:
         """End of stream: the rows still waiting (1 to 49) go to one last file."""
@@ -146,8 +212,10 @@ class DetectionEngine:
 
     def snapshot(self) -> EngineState:
         return EngineState(
-            pairs=self.con.sql("SELECT * FROM pairs ORDER BY merchant, customer").to_arrow_table(),
-            emitted=self.con.sql("SELECT * FROM emitted").to_arrow_table(),
+            customers=self.customers.to_table(),
+            merchants=self.merchants.to_table(),
+            pairs=self.aggregates.to_table(),
+            emitted=self._emitted_names(),
             pending=pending_table(self._pending),
             chunks_folded=self.chunks_folded,
             rows_folded=self.rows_folded,
@@ -157,20 +225,58 @@ class DetectionEngine:
             finished=self.finished,
         )
 
+    def _emitted_names(self) -> pa.Table:
+        rows = self.con.execute("SELECT * FROM emitted").fetchall()
+        names, merchant_names = self.customers.names, self.merchants.names
+        return pa.table(
+            {
+                "pattern_id": [r[0] for r in rows],
+                "action_type": [r[1] for r in rows],
+                "customer": [names[r[2]] if r[2] != _NO_CUSTOMER else "" for r in rows],
+                "merchant": [merchant_names[r[3]] for r in rows],
+            },
+            schema=EMITTED_SCHEMA,
+        )
+
     def close(self) -> None:
         self.con.close()
 
 
+def _cents(amounts: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Amounts (two decimals at most) as exact integer cents."""
+    return pc.cast(pc.multiply(amounts, pa.scalar(100)), pa.int64())
+
+
+def _gender_bits(genders: pa.ChunkedArray) -> np.ndarray:
+    """Each gender as the bit the aggregates' gender set uses: F 1, M 2, anything else 4."""
+    encoded = pc.dictionary_encode(genders.combine_chunks())
+    bits = np.array([_GENDER_BITS.get(g, OTHER_GENDER) for g in encoded.dictionary.to_pylist()], dtype=np.uint8)
+    return bits[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
 def initial_state(importance: pa.Table) -> EngineState:
-    """The state of a stream before its first chunk."""
+    """The state of a stream before its first chunk: the CustomerImportance pairs and their weight ranks."""
     con = duckdb.connect(config={"threads": 1})
-    con.execute(sql("create_state"))
     con.register("importance", importance)
-    con.execute(sql("start_stream"))
-    state = EngineState(
-        pairs=con.sql("SELECT * FROM pairs ORDER BY merchant, customer").to_arrow_table(),
-        emitted=con.sql("SELECT * FROM emitted").to_arrow_table(),
+    weights = con.sql(sql("start_stream")).to_arrow_table()
+    con.close()
+    customers, merchants = IdDictionary(), IdDictionary()
+    zeros = np.zeros(weights.num_rows, dtype=np.int64)
+    pairs = pa.table(
+        {
+            "merchant": merchants.encode(weights.column("merchant")),
+            "customer": customers.encode(weights.column("customer")),
+            "n": zeros,
+            "cents": zeros,
+            "genders": np.zeros(weights.num_rows, dtype=np.uint8),
+            "weight_rank": weights.column("weight_rank"),
+        },
+        schema=PAIRS_SCHEMA,
+    )
+    return EngineState(
+        customers=customers.to_table(),
+        merchants=merchants.to_table(),
+        pairs=pairs,
+        emitted=EMITTED_SCHEMA.empty_table(),
         pending=pending_table([]),
     )
-    con.close()
-    return state

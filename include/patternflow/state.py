@@ -2,7 +2,9 @@
 
 Layout under the store's prefix::
 
-    versions/0000000007/pairs.parquet      the aggregates
+    versions/0000000007/customers.parquet  customer names, a customer's dense id being its row
+    versions/0000000007/merchants.parquet  merchant names, likewise
+    versions/0000000007/pairs.parquet      the aggregates, one row per (merchant, customer) id pair
     versions/0000000007/emitted.parquet    every detection key ever emitted
     versions/0000000007/pending.parquet    detections waiting for their file
     versions/0000000007/manifest.json      counters, settings and a checksum of each object
@@ -32,7 +34,7 @@ from patternflow.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
-_TABLES = ("pairs", "emitted", "pending")
+_TABLES = ("customers", "merchants", "pairs", "emitted", "pending")
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
 
 

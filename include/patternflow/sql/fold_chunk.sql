@@ -1,17 +1,7 @@
--- Fold one parsed chunk (the Arrow table `chunk`) into the per (merchant, customer) aggregates.
--- A pair met for the first time that CustomerImportance does not know gets no weight.
-INSERT INTO pairs
-SELECT
-    merchant,
-    customer,
-    count(*)    AS n,
-    sum(amount) AS amount_sum,
-    bit_or(CASE gender WHEN 'F' THEN 1 WHEN 'M' THEN 2 ELSE 4 END)::UTINYINT AS genders,
-    NULL        AS weight_sum,
-    NULL        AS weight_rows
+-- Fold one chunk into the aggregate state: what the chunk adds to each (merchant, customer) pair
+-- it touches. `chunk` (Arrow) holds each transaction's dense pair id, its amount in exact integer
+-- cents and its gender as a bit (F 1, M 2, anything else 4); the engine adds the rows returned
+-- into its per-pair columns by pair id.
+SELECT pair, count(*) AS n, sum(cents)::BIGINT AS cents, bit_or(gender)::UTINYINT AS genders
 FROM chunk
-GROUP BY merchant, customer
-ON CONFLICT (merchant, customer) DO UPDATE SET
-    n = n + excluded.n,
-    amount_sum = amount_sum + excluded.amount_sum,
-    genders = genders | excluded.genders
+GROUP BY pair

@@ -1,0 +1,80 @@
+"""Dense ids for names, and the per-pair aggregates keyed by them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from patternflow.aggregates import PAIRS_SCHEMA, PairAggregates
+from patternflow.config import DetectionConfig
+from patternflow.engine import DetectionEngine, initial_state
+from patternflow.ids import IdDictionary
+from patternflow.state import StateStore
+from patternflow.store import LocalStore
+from tests.helpers import importance_table, transactions_table
+
+
+def test_ids_are_given_in_order_of_first_appearance_and_kept():
+    ids = IdDictionary()
+    assert ids.encode(pa.array(["b", "a", "b", "c"])).tolist() == [0, 1, 0, 2]
+    assert ids.encode(pa.chunked_array([["c", "d"], ["a"]])).tolist() == [2, 3, 1]
+    assert ids.names == ["b", "a", "c", "d"]
+    assert ids.lookup(["d", "b"]).tolist() == [3, 0]
+
+
+def test_id_dictionary_round_trips_through_a_table():
+    ids = IdDictionary()
+    ids.encode(pa.array(["'C1'", "C 2", "é"]))
+    restored = IdDictionary.from_table(ids.to_table())
+    assert restored.names == ids.names
+    assert restored.encode(pa.array(["é", "new"])).tolist() == [2, 3]
+
+
+def test_pairs_are_added_on_first_sight_and_merchant_counts_follow_the_genders():
+    aggregates = PairAggregates(PAIRS_SCHEMA.empty_table(), 0, 0)
+    customers, merchants = np.array([0, 1, 0, 40], np.int32), np.array([0, 0, 0, 9], np.int32)
+    pairs = aggregates.pair_ids(customers, merchants, 41, 10)
+    assert pairs.tolist() == [0, 1, 0, 2]
+    aggregates.add(np.array([0, 1, 2]), np.array([2, 1, 1]), np.array([500, 7, 1]), np.array([1, 2, 1], np.uint8))
+    assert aggregates.clear_female[[0, 9]].tolist() == [1, 1]
+    assert aggregates.clear_male[0] == 1 and aggregates.total[0] == 3
+    aggregates.add(np.array([0]), np.array([1]), np.array([1]), np.array([2], np.uint8))  # customer 0 no longer clear
+    assert aggregates.clear_female[0] == 0 and aggregates.total[0] == 4
+    table = aggregates.to_table()
+    assert table.column("n").to_pylist() == [3, 1, 1]
+    assert table.column("cents").to_pylist() == [501, 7, 1]
+    assert table.column("weight_rank").to_pylist() == [-1, -1, -1]
+    again = PairAggregates(table, 41, 10)
+    assert again.pair_ids(customers, merchants, 41, 10).tolist() == [0, 1, 0, 2]
+    assert again.clear_male[0] == 1 and again.clear_female.tolist()[:10] == [0] * 9 + [1]
+
+
+def test_weight_ranks_order_exact_fractions():
+    # C1: (1 + 2) / 3 = 1; C2: 1.00; C3: 0.99 + 1.02 / 2 = 1.005; C4: 0.33 + 0.34 + 0.33 -> 1/3; C5 -1.
+    weights = [("C1", "M1", "1"), ("C1", "M1", "2"), ("C1", "M1", "0"), ("C2", "M1", "1.00")]
+    weights += [("C3", "M1", "0.99"), ("C3", "M1", "1.02"), ("C4", "M1", "0.33"), ("C4", "M1", "0.34")]
+    weights += [("C4", "M1", "0.33"), ("C5", "M1", "-1"), ("C1", "M2", "50")]
+    state = initial_state(importance_table(weights))
+    customers = state.customers.column("name").to_pylist()
+    merchants = state.merchants.column("name").to_pylist()
+    ranks = {
+        (customers[c], merchants[m]): r
+        for c, m, r in zip(*(state.pairs.column(k).to_pylist() for k in ("customer", "merchant", "weight_rank")), strict=True)
+    }
+    assert ranks == {("C5", "M1"): 1, ("C4", "M1"): 2, ("C1", "M1"): 3, ("C2", "M1"): 3, ("C3", "M1"): 4, ("C1", "M2"): 1}
+
+
+def test_ids_and_aggregates_survive_a_commit(tmp_path):
+    config = DetectionConfig(chunk_size=2, child_min_transactions=1, child_max_average_amount="5")
+    engine = DetectionEngine.start(importance_table([("C1", "M1", "2.50")]), config)
+    engine.fold(0, transactions_table([("C1", "M1", "F", "1.00"), ("C9", "M7", "M", "7.25")]))
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(engine.snapshot(), config)
+    restored = DetectionEngine(config, state.load().state)
+    assert restored.customers.names == ["C1", "C9"] and restored.merchants.names == ["M1", "M7"]
+    restored.fold(1, transactions_table([("C9", "M7", "M", "1.00"), ("C2", "M1", "F", "3.00")]))
+    snapshot = restored.snapshot()
+    emitted = sorted((row["customer"], row["merchant"]) for row in snapshot.emitted.to_pylist())
+    assert emitted == [("C1", "M1"), ("C2", "M1"), ("C9", "M7")]  # C9: (7.25 + 1.00) / 2 < 5
+    assert snapshot.pairs.column("n").to_pylist() == [1, 2, 1]
+    assert snapshot.pairs.column("cents").to_pylist() == [100, 825, 300]

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run data lock clean bench
+.PHONY: install test lint run data lock clean bench bench-e2e
 
 install: $(STAMP)
 
@@ -32,9 +32,10 @@ data: $(STAMP)
 		$(BIN)/patternflow generate --out $(DATA) --seed 0; \
 	fi
 
-# Until the Airflow pipeline lands, the main job replays the stream through the engine locally.
-run: data
-	$(BIN)/patternflow replay --transactions $(DATA)/transactions.csv --importance $(DATA)/CustomerImportance.csv --out $(OUTPUT)
+# The main job: an S3 server on 127.0.0.1, Airflow standalone and the two DAGs streaming $(DATA)/.
+# Extra flags through RUN_FLAGS, e.g. make run RUN_FLAGS="--exit-when-done --ui-port 8081".
+run: $(STAMP)
+	$(BIN)/patternflow run --data $(DATA) --output $(OUTPUT) $(RUN_FLAGS)
 
 # Regenerate the lock from the current virtualenv after changing requirements*.txt.
 lock: $(STAMP)
@@ -48,3 +49,7 @@ clean:
 # Engine figures on full-size generated data and at 10x (printed, not asserted).
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_engine
+
+# Upload-to-commit lag per chunk through make run's setup, full-size data, 1-second tick.
+bench-e2e: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_e2e

@@ -57,6 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         chunk_size=args.chunk_size,
         tick_seconds=args.tick,
+        metrics=Path(args.metrics) if args.metrics else None,
     )
     return run(options)
 
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ui-port", type=_positive, default=8080, help="port of the Airflow UI and API on 127.0.0.1 (default 8080)")
     run.add_argument("--chunk-size", type=_positive, help="rows per chunk (default: PATTERNFLOW_CHUNK_SIZE or 10,000)")
     run.add_argument("--tick", type=float, help="seconds between chunks (default: PATTERNFLOW_TICK_SECONDS or 1)")
+    run.add_argument(
+        "--metrics", help="when the stream completes, write every chunk's timings (upload, start, end, commit) to this JSON file"
+    )
     run.set_defaults(handler=_run)
 
     reset = commands.add_parser("reset", help="remove one stream's chunks, reference data, state and detections from its bucket")

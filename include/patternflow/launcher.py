@@ -53,6 +53,8 @@ class LaunchOptions:
     """With exit_when_done: give up (exit 1) if the stream is not complete after this many seconds."""
     chunk_size: int | None = None
     tick_seconds: float | None = None
+    metrics: Path | None = None
+    """Where to write every chunk's timings (JSON) when the stream completes."""
 
     @property
     def home(self) -> Path:
@@ -124,6 +126,8 @@ def _watch(options, settings, store, api, password, stop, started, out) -> int:
             display.close()
             files = export(store, settings, options.output)
             _summary(progress, metrics, files, options.output, out)
+            if options.metrics:
+                options.metrics.write_text(json.dumps(metrics, indent=1))
             exported = True
             if options.exit_when_done:
                 return 0

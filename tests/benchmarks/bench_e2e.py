@@ -1,0 +1,69 @@
+"""End-to-end benchmark (``make bench-e2e``): upload-to-commit lag of every chunk through the real
+pipeline (``patternflow run``: S3 server on 127.0.0.1, Airflow standalone, both DAGs), on
+full-size generated BankSim with a 1-second tick. Prints its figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from patternflow.generate import generate
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def largest_backlog(metrics: list[dict]) -> int:
+    """Most chunks uploaded but not yet committed at any one time."""
+    events = sorted([(m["uploaded_at"], 1) for m in metrics] + [(m["committed_at"], -1) for m in metrics])
+    backlog = largest = 0
+    for _, step in events:
+        backlog += step
+        largest = max(largest, backlog)
+    return largest
+
+
+def report(metrics: list[dict]) -> None:
+    lags = [m["committed_at"] - m["uploaded_at"] for m in metrics]
+    span = max(m["committed_at"] for m in metrics) - min(m["uploaded_at"] for m in metrics)
+    runs = len({m["committed_at"] for m in metrics})
+    print(f"\n== {len(metrics)} chunks through the pipeline, {runs} detection runs ({len(metrics) / runs:.1f} chunks a run)")
+    print(
+        f"  upload -> commit lag: median {statistics.median(lags):.2f} s   p95 {percentile(lags, 0.95):.2f} s   "
+        f"min {min(lags):.2f} s   max {max(lags):.2f} s"
+    )
+    print(f"  largest backlog: {largest_backlog(metrics)} chunks   whole stream: {span:.1f} s from the first upload to the last commit")
+    print("  lag distribution (s):")
+    for low in range(0, int(max(lags)) + 1):
+        count = sum(low <= lag < low + 1 for lag in lags)
+        print(f"    {low:>2}-{low + 1:<2} {'#' * count} {count}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, help="transactions to generate (default: full BankSim size)")
+    parser.add_argument("--tick", type=float, default=1.0, help="seconds between chunks (default 1)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="patternflow-bench-e2e-") as work:
+        work_path = Path(work)
+        generate(work_path / "data", seed=0, **({"rows": args.rows} if args.rows else {}))
+        command = [
+            sys.executable, "-m", "patternflow.cli", "run", "--data", str(work_path / "data"), "--output", str(work_path / "out"),
+            "--exit-when-done", "--timeout", "900", "--tick", str(args.tick), "--metrics", str(work_path / "metrics.json"),
+        ]  # fmt: skip
+        subprocess.run(command, check=True, cwd=PROJECT)
+        report(json.loads((work_path / "metrics.json").read_text()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""End to end through the real scheduler and triggerer: ``make run`` with the exit flag."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from patternflow.launcher import port_free
+from patternflow.replay import replay
+from tests.helpers import file_rows, lively_config, lively_environment, read_files
+
+PROJECT = Path(__file__).resolve().parents[2]
+CHUNK = 5_000
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_make_run_streams_the_data_and_exports_the_detection_files(small_banksim, tmp_path):
+    data, output = tmp_path / "data", tmp_path / "output"
+    data.mkdir()
+    for source in (small_banksim.transactions, small_banksim.importance):
+        (data / source.name).write_bytes(source.read_bytes())
+    s3_port, ui_port = free_port(), free_port()
+    flags = f"--exit-when-done --timeout 420 --s3-port {s3_port} --ui-port {ui_port} --metrics {tmp_path / 'metrics.json'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))} | lively_environment(CHUNK)
+    result = subprocess.run(
+        ["make", "run", f"DATA={data}", f"OUTPUT={output}", f"RUN_FLAGS={flags}"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert f"Airflow UI: http://127.0.0.1:{ui_port}" in result.stdout
+    assert "stream complete: 12 chunks, 60,000 rows" in result.stdout
+
+    replay(small_banksim.transactions, small_banksim.importance, tmp_path / "replay", lively_config(CHUNK))
+    expected = read_files(tmp_path / "replay")
+    got = read_files(output)
+    assert list(got) == list(expected) == ["detection_0.csv", "detection_1.csv", "detection_2.csv"]
+    for name in expected:
+        assert [r[2:] for r in file_rows(got[name])] == [r[2:] for r in file_rows(expected[name])]
+        assert all(r[0].endswith("+05:30") and r[1].endswith("+05:30") for r in file_rows(got[name]))
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [m["index"] for m in metrics] == list(range(12))
+    # everything it started is gone: both ports are free again
+    assert port_free(s3_port) and port_free(ui_port)
+    stray = subprocess.run(["pgrep", "-f", f"moto.server -H 127.0.0.1 -p {s3_port}"], capture_output=True)
+    assert stray.returncode == 1
+
+
+def test_a_port_in_use_gets_a_clear_message(tmp_path, small_banksim):
+    import socket
+
+    from patternflow.launcher import LaunchError, LaunchOptions, run
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        options = LaunchOptions(data=small_banksim.transactions.parent, output=tmp_path, project=PROJECT, s3_port=port)
+        with pytest.raises(LaunchError, match=rf"port {port} on 127.0.0.1 is already in use; it is needed for the S3 server"):
+            run(options)

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from airflow.sdk import dag, get_current_context, task
 
-from patternflow.orchestration import DEFAULT_ARGS, TAGS, NextChunkSensor, setting_params, settings_for
+from patternflow.orchestration import DEFAULT_ARGS, TAGS, NextChunkSensor, setting_params
 
 
 @dag(
@@ -36,10 +36,10 @@ def pattern_detection():
     def detect_patterns() -> dict:
         """Fold the waiting chunks, write full detection files, commit; returns the run's figures."""
         from patternflow.detector import detect
-        from patternflow.orchestration import detection_config, s3_store
+        from patternflow.orchestration import detection_settings_for, s3_store
 
-        settings = settings_for(get_current_context()["params"])
-        return detect(s3_store(settings), settings, detection_config()).to_json()
+        settings, thresholds = detection_settings_for(get_current_context()["params"])
+        return detect(s3_store(settings), settings, thresholds).to_json()
 
     wait >> detect_patterns()
 

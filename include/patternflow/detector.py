@@ -23,12 +23,11 @@ from dataclasses import asdict, dataclass, field
 
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
-from patternflow.engine import PATTERNS
+from patternflow.layout import PATTERNS, chunk_key, end_of_stream_key, importance_key, metrics_key
 from patternflow.parsing import parse_importance, parse_transactions
-from patternflow.producer import chunk_key, end_of_stream_key, importance_key, load_manifest
+from patternflow.producer import load_manifest
 from patternflow.settings import PipelineSettings
 from patternflow.state import StateStore
-from patternflow.status import metrics_key, read_progress
 from patternflow.store import ObjectStore
 from patternflow.stream import commit, open_engine, write_files
 
@@ -77,16 +76,6 @@ class DetectionReport:
         )
         end = "; end of stream: last file written" if self.end_of_stream else ""
         return f"{taken} ({self.rows:,} rows): new detections {found}; {len(self.files)} files written{lag}{end}"
-
-
-def expected_key(store: ObjectStore, settings: PipelineSettings) -> str | None:
-    """What the sensor waits for: the next chunk, or the end-of-stream marker; None when finished."""
-    progress = read_progress(store, settings)
-    if progress.finished:
-        return None
-    if progress.chunks_total is not None and progress.chunks_folded >= progress.chunks_total:
-        return end_of_stream_key(settings)
-    return chunk_key(settings, progress.chunks_folded)
 
 
 def detect(

@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -165,7 +166,7 @@ def _summary(progress: StreamProgress, metrics: list[dict], files: list[Path], o
     lags = sorted(m["committed_at"] - m["uploaded_at"] for m in metrics if m.get("committed_at"))
     if lags:
         print(
-            f"lag from upload to commit: median {lags[len(lags) // 2]:.2f} s, "
+            f"lag from upload to commit: median {statistics.median(lags):.2f} s, "
             f"p95 {lags[min(len(lags) - 1, round(0.95 * (len(lags) - 1)))]:.2f} s, max {lags[-1]:.2f} s",
             file=out,
             flush=True,

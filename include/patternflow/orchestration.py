@@ -16,6 +16,7 @@ from typing import Any
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import Param
 
+from patternflow.config import DetectionConfig
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings, descriptions
 
@@ -31,19 +32,27 @@ DEFAULT_ARGS = {
 PACING = ("auto", "tick", "fast")
 
 
-def _variable(name: str) -> str | None:
+def _variables() -> dict[str, Any]:
+    """The Variable ``patternflow_settings`` (a JSON object), or nothing when it is not set."""
     from airflow.sdk import Variable
 
-    return Variable.get(name, default=None)
+    from patternflow.settings import VARIABLE, SettingsError
+
+    try:
+        return Variable.get(VARIABLE, default=None, deserialize_json=True) or {}
+    except ValueError as exc:
+        raise SettingsError(f"Variable {VARIABLE} is not valid JSON: {exc}") from None
 
 
 def settings_for(params: Mapping[str, Any] | None = None) -> PipelineSettings:
-    """This run's settings: its Params, then Variables ``patternflow_*``, then ``PATTERNFLOW_*``."""
-    return PipelineSettings.resolve(params, variable=_variable)
+    """This run's settings: its Params, then Variable ``patternflow_settings``, then ``PATTERNFLOW_*``."""
+    return PipelineSettings.resolve(params, _variables())
 
 
-def detection_config():
-    return PipelineSettings.detection_config(variable=_variable)
+def detection_settings_for(params: Mapping[str, Any] | None = None) -> tuple[PipelineSettings, DetectionConfig]:
+    """The settings and the pattern thresholds, from one Variable lookup."""
+    variables = _variables()
+    return PipelineSettings.resolve(params, variables), PipelineSettings.detection_config(variables)
 
 
 def s3_client(settings: PipelineSettings) -> Any:
@@ -98,7 +107,7 @@ class NextChunkSensor(S3KeySensor):
     """
 
     def __init__(self, *, idle_seconds: float = 30.0, **kwargs: Any) -> None:
-        settings = PipelineSettings.resolve({}, variable=None)
+        settings = PipelineSettings.resolve()
         super().__init__(
             bucket_key="(the next expected chunk, decided at run time)",
             bucket_name=settings.bucket,
@@ -113,7 +122,7 @@ class NextChunkSensor(S3KeySensor):
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from patternflow.detector import expected_key
+        from patternflow.status import expected_key
 
         settings = settings_for(context["params"])
         self.bucket_name = settings.bucket

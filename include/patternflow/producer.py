@@ -25,16 +25,13 @@ from dataclasses import asdict, dataclass, field
 from patternflow.chunking import ChunkedFile, assemble
 from patternflow.clock import iso_ist_epoch
 from patternflow.errors import PatternflowError
+from patternflow.layout import chunk_key, end_of_stream_key, importance_key, manifest_key
 from patternflow.parsing import parse_importance
 from patternflow.settings import PipelineSettings
 from patternflow.sources import SourceOpener
 from patternflow.store import ObjectStore
 
 log = logging.getLogger(__name__)
-
-STREAM_MANIFEST = "_stream.json"
-END_OF_STREAM = "_end_of_stream.json"
-IMPORTANCE = "CustomerImportance.csv"
 
 
 class StreamError(PatternflowError):
@@ -79,22 +76,6 @@ class ProduceReport:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def chunk_key(settings: PipelineSettings, index: int) -> str:
-    return f"{settings.chunks_prefix}chunk_{index}.csv"
-
-
-def manifest_key(settings: PipelineSettings) -> str:
-    return settings.chunks_prefix + STREAM_MANIFEST
-
-
-def end_of_stream_key(settings: PipelineSettings) -> str:
-    return settings.chunks_prefix + END_OF_STREAM
-
-
-def importance_key(settings: PipelineSettings) -> str:
-    return settings.reference_prefix + IMPORTANCE
 
 
 def load_manifest(store: ObjectStore, settings: PipelineSettings) -> StreamManifest | None:

@@ -4,7 +4,9 @@ One place for every setting of the two DAGs, with documented defaults. A value c
 order of precedence:
 
 1. the DAG run's trigger-form Param of the same name (when it is set, i.e. not null);
-2. the Airflow Variable ``patternflow_<name>`` (e.g. ``patternflow_bucket``);
+2. the key of the same name in the Airflow Variable ``patternflow_settings``, a JSON object
+   (e.g. ``{"bucket": "my-bank", "max_chunks_per_run": 50}``): one Variable, so that a task
+   reads its settings with one lookup rather than one per setting;
 3. the environment variable ``PATTERNFLOW_<NAME>`` (e.g. ``PATTERNFLOW_BUCKET``);
 4. the default below.
 
@@ -21,7 +23,7 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 from patternflow.config import DetectionConfig
 from patternflow.errors import PatternflowError
 
-VARIABLE_PREFIX = "patternflow_"
+VARIABLE = "patternflow_settings"
 ENVIRONMENT_PREFIX = "PATTERNFLOW_"
 
 
@@ -93,15 +95,16 @@ class PipelineSettings:
         return asdict(self)
 
     @staticmethod
-    def detection_config(variable: Callable[[str], str | None] | None = None, environ: Mapping[str, str] | None = None) -> DetectionConfig:
+    def detection_config(variables: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> DetectionConfig:
         """The pattern thresholds, from Variables ``patternflow_<name>`` or ``PATTERNFLOW_<NAME>``.
 
         The chunk size is the stream's (its manifest says it); the rest default to the contract.
         """
         environ = os.environ if environ is None else environ
+        _check_keys(variables or {})
         values = {}
         for field in fields(DetectionConfig):
-            origin, raw = _lookup(field.name, {}, variable, environ)
+            origin, raw = _lookup(field.name, {}, variables or {}, environ)
             if origin is not None and field.name != "chunk_size":
                 values[field.name] = (origin, raw, field.type)
         try:
@@ -113,14 +116,15 @@ class PipelineSettings:
     def resolve(
         cls,
         params: Mapping[str, Any] | None = None,
-        variable: Callable[[str], str | None] | None = None,
+        variables: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> PipelineSettings:
         """Settings from Params, then Variables, then the environment, then the defaults."""
         environ = os.environ if environ is None else environ
+        _check_keys(variables or {})
         values: dict[str, Any] = {}
         for field in fields(cls):
-            origin, raw = _lookup(field.name, params or {}, variable, environ)
+            origin, raw = _lookup(field.name, params or {}, variables or {}, environ)
             if origin is None:
                 continue
             try:
@@ -130,7 +134,7 @@ class PipelineSettings:
         try:
             return cls(**values)
         except SettingsError as exc:
-            raise SettingsError(f"{exc} (settings from Params, Variables patternflow_*, environment PATTERNFLOW_*)") from None
+            raise SettingsError(f"{exc} (settings from Params, Variable {VARIABLE}, environment PATTERNFLOW_*)") from None
 
 
 @cache
@@ -145,15 +149,20 @@ def descriptions() -> dict[str, str]:
     return docs
 
 
-def _lookup(
-    name: str, params: Mapping[str, Any], variable: Callable[[str], str | None] | None, environ: Mapping[str, str]
-) -> tuple[str | None, Any]:
+def _check_keys(variables: Mapping[str, Any]) -> None:
+    if not isinstance(variables, Mapping):
+        raise SettingsError(f"Variable {VARIABLE} must be a JSON object of settings, got {type(variables).__name__}")
+    known = {f.name for f in fields(PipelineSettings)} | {f.name for f in fields(DetectionConfig)}
+    unknown = sorted(set(variables) - known)
+    if unknown:
+        raise SettingsError(f"Variable {VARIABLE} has unknown settings {unknown}; known: {sorted(known)}")
+
+
+def _lookup(name: str, params: Mapping[str, Any], variables: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[str | None, Any]:
     if params.get(name) not in (None, ""):
         return f"Param {name}", params[name]
-    if variable is not None:
-        value = variable(VARIABLE_PREFIX + name)
-        if value not in (None, ""):
-            return f"Variable {VARIABLE_PREFIX + name}", value
+    if variables.get(name) not in (None, ""):
+        return f"Variable {VARIABLE} key {name}", variables[name]
     env_name = ENVIRONMENT_PREFIX + name.upper()
     if environ.get(env_name, "") != "":
         return f"environment {env_name}", environ[env_name]

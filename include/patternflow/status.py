@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from patternflow.engine import PATTERNS
-from patternflow.producer import END_OF_STREAM, STREAM_MANIFEST, chunk_key
+from patternflow.layout import PATTERNS, chunk_key, current_state_key, end_of_stream_key, manifest_key
 from patternflow.settings import PipelineSettings
 from patternflow.store import ObjectStore
 
@@ -40,21 +39,17 @@ class StreamProgress:
         return asdict(self)
 
 
-def metrics_key(settings: PipelineSettings, first_chunk: int) -> str:
-    return f"{settings.state_prefix}metrics/run_{first_chunk:08d}.json"
-
-
 def read_progress(store: ObjectStore, settings: PipelineSettings, count_uploads: bool = False) -> StreamProgress:
     progress = StreamProgress()
     try:
-        manifest = json.loads(store.get(settings.chunks_prefix + STREAM_MANIFEST))
+        manifest = json.loads(store.get(manifest_key(settings)))
         progress.started = True
         progress.chunks_total = manifest["chunks"]
         progress.rows_total = manifest["rows"]
     except KeyError:
         pass
     try:
-        current = json.loads(store.get(f"{settings.state_prefix}CURRENT"))
+        current = json.loads(store.get(current_state_key(settings)))
         progress.chunks_folded = current["chunks_folded"]
         progress.rows_folded = current["rows_folded"]
         progress.detections_by_pattern = current["detections_by_pattern"]
@@ -67,7 +62,7 @@ def read_progress(store: ObjectStore, settings: PipelineSettings, count_uploads:
         keys = set(store.list(settings.chunks_prefix))
         total = progress.chunks_total or 0
         progress.chunks_uploaded = next((i for i in range(total) if chunk_key(settings, i) not in keys), total)
-        progress.end_of_stream_marker = settings.chunks_prefix + END_OF_STREAM in keys
+        progress.end_of_stream_marker = end_of_stream_key(settings) in keys
     return progress
 
 
@@ -78,3 +73,13 @@ def read_chunk_metrics(store: ObjectStore, settings: PipelineSettings) -> list[d
         for record in json.loads(store.get(key)):
             by_chunk[record["index"]] = record
     return [by_chunk[i] for i in sorted(by_chunk)]
+
+
+def expected_key(store: ObjectStore, settings: PipelineSettings) -> str | None:
+    """What the sensor waits for: the next chunk, or the end-of-stream marker; None when finished."""
+    progress = read_progress(store, settings)
+    if progress.finished:
+        return None
+    if progress.chunks_total is not None and progress.chunks_folded >= progress.chunks_total:
+        return end_of_stream_key(settings)
+    return chunk_key(settings, progress.chunks_folded)

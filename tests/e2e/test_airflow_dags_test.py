@@ -48,7 +48,7 @@ def airflow_env(tmp_path, s3_endpoint, bucket, small_banksim) -> dict[str, str]:
         "PATTERNFLOW_BUCKET": bucket,
         "PATTERNFLOW_TRANSACTIONS": str(small_banksim.transactions),
         "PATTERNFLOW_IMPORTANCE": str(small_banksim.importance),
-        "PATTERNFLOW_MAX_CHUNKS_PER_RUN": "5",
+        "AIRFLOW_VAR_PATTERNFLOW_SETTINGS": json.dumps({"max_chunks_per_run": 5}),  # an Airflow Variable
     }
     airflow(env, "db", "migrate")
     return env

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from patternflow.detector import detect, expected_key
+from patternflow.detector import detect
 from patternflow.errors import InputError
-from patternflow.producer import chunk_key, end_of_stream_key, produce
+from patternflow.layout import chunk_key, end_of_stream_key
+from patternflow.producer import produce
 from patternflow.replay import replay
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.sources import source_opener
-from patternflow.status import read_chunk_metrics, read_progress
+from patternflow.status import expected_key, read_chunk_metrics, read_progress
 from tests.helpers import file_rows, lively_config, read_files
 
 CHUNK = 5_000

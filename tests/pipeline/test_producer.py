@@ -8,7 +8,8 @@ import pytest
 
 from patternflow.chunking import ChunkedFile
 from patternflow.errors import InputError
-from patternflow.producer import StreamError, chunk_key, end_of_stream_key, importance_key, load_manifest, produce, reset_stream
+from patternflow.layout import chunk_key, end_of_stream_key, importance_key
+from patternflow.producer import StreamError, load_manifest, produce, reset_stream
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.sources import source_opener

@@ -10,7 +10,8 @@ from patternflow.settings import PipelineSettings, SettingsError, descriptions
 
 
 def variables(**values):
-    return lambda name: values.get(name)
+    """The JSON object of the Variable patternflow_settings."""
+    return values
 
 
 def test_defaults_are_the_documented_ones():
@@ -23,7 +24,7 @@ def test_defaults_are_the_documented_ones():
 
 def test_params_beat_variables_beat_environment_beat_defaults():
     environ = {"PATTERNFLOW_BUCKET": "from-env", "PATTERNFLOW_CHUNK_SIZE": "300", "PATTERNFLOW_TICK_SECONDS": "0.5"}
-    found = variables(patternflow_bucket="from-variable", patternflow_chunk_size="200")
+    found = variables(bucket="from-variable", chunk_size=200)
     settings = PipelineSettings.resolve({"bucket": "from-param", "chunk_size": None}, found, environ)
     assert settings.bucket == "from-param"
     assert settings.chunk_size == 200
@@ -32,8 +33,10 @@ def test_params_beat_variables_beat_environment_beat_defaults():
 
 
 def test_a_bad_value_names_the_setting_and_where_it_came_from():
-    with pytest.raises(SettingsError, match=r"chunk_size from Variable patternflow_chunk_size: 'ten'"):
-        PipelineSettings.resolve({}, variables(patternflow_chunk_size="ten"), {})
+    with pytest.raises(SettingsError, match=r"chunk_size from Variable patternflow_settings key chunk_size: 'ten'"):
+        PipelineSettings.resolve({}, variables(chunk_size="ten"), {})
+    with pytest.raises(SettingsError, match=r"unknown settings \['bukcet'\]"):
+        PipelineSettings.resolve({}, variables(bukcet="typo"), {})
     with pytest.raises(SettingsError, match=r"chunk_size must be at least 1"):
         PipelineSettings.resolve({"chunk_size": 0}, variables(), {})
     with pytest.raises(SettingsError, match=r"tick_seconds must be more than 0"):
@@ -66,7 +69,7 @@ def test_s3_sources_must_name_an_object():
 
 def test_detection_thresholds_come_from_variables_and_environment():
     config = PipelineSettings.detection_config(
-        variables(patternflow_child_min_transactions="5"), {"PATTERNFLOW_CHILD_MAX_AVERAGE_AMOUNT": "12.5", "PATTERNFLOW_CHUNK_SIZE": "7"}
+        variables(child_min_transactions=5), {"PATTERNFLOW_CHILD_MAX_AVERAGE_AMOUNT": "12.5", "PATTERNFLOW_CHUNK_SIZE": "7"}
     )
     assert config.child_min_transactions == 5
     assert config.child_max_average_amount == Decimal("12.5")

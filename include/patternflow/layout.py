@@ -1,0 +1,40 @@
+"""Where a stream's objects live in its bucket: one place for every key name.
+
+Light on purpose (no data libraries), so that the sensor and the progress display can use it
+without importing the engine.
+"""
+
+from __future__ import annotations
+
+from patternflow.settings import PipelineSettings
+
+STREAM_MANIFEST = "_stream.json"
+"""Written once when the producer starts a stream: its source, size, chunk offsets and pace."""
+END_OF_STREAM = "_end_of_stream.json"
+"""Written after the last chunk: the chunk and row counts."""
+IMPORTANCE = "CustomerImportance.csv"
+PATTERNS = ("PatId1", "PatId2", "PatId3")
+
+
+def chunk_key(settings: PipelineSettings, index: int) -> str:
+    return f"{settings.chunks_prefix}chunk_{index}.csv"
+
+
+def manifest_key(settings: PipelineSettings) -> str:
+    return settings.chunks_prefix + STREAM_MANIFEST
+
+
+def end_of_stream_key(settings: PipelineSettings) -> str:
+    return settings.chunks_prefix + END_OF_STREAM
+
+
+def importance_key(settings: PipelineSettings) -> str:
+    return settings.reference_prefix + IMPORTANCE
+
+
+def current_state_key(settings: PipelineSettings) -> str:
+    return f"{settings.state_prefix}CURRENT"
+
+
+def metrics_key(settings: PipelineSettings, first_chunk: int) -> str:
+    return f"{settings.state_prefix}metrics/run_{first_chunk:08d}.json"

@@ -1,0 +1,72 @@
+"""``patternflow run``'s building blocks: process groups, ports, export, the project folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from patternflow.launcher import LaunchError, export, find_project, port_free, stop_group
+from patternflow.s3 import S3Store
+from patternflow.settings import PipelineSettings
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return not state.startswith("Z")
+
+
+def test_stopping_a_process_stops_its_children_too(tmp_path):
+    pids = tmp_path / "pids"
+    parent = subprocess.Popen(
+        ["bash", "-c", f"sleep 300 & echo $! > {pids}; trap '' TERM; sleep 300"], start_new_session=True
+    )  # the parent ignores SIGTERM: stop_group must fall back to SIGKILL
+    deadline = time.monotonic() + 10
+    while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pids.read_text())
+    stop_group(parent, grace=1.0)
+    time.sleep(0.2)
+    assert not alive(parent.pid) and not alive(child)
+
+
+def test_port_free_sees_a_listening_socket():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert not port_free(port)
+    assert port_free(port)
+
+
+def test_export_replaces_the_detection_files_of_an_earlier_run(s3_client, bucket, tmp_path):
+    settings = PipelineSettings(bucket=bucket)
+    store = S3Store(s3_client, bucket)
+    store.put(settings.output_prefix + "detection_0.csv", b"new 0")
+    (tmp_path / "detection_0.csv").write_text("old 0")
+    (tmp_path / "detection_7.csv").write_text("old 7")
+    (tmp_path / "notes.txt").write_text("kept")
+    written = export(store, settings, tmp_path)
+    assert [p.name for p in written] == ["detection_0.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detection_0.csv", "notes.txt"]
+    assert (tmp_path / "detection_0.csv").read_text() == "new 0"
+
+
+def test_the_project_is_found_from_inside_it(tmp_path):
+    root = find_project()
+    assert (root / "dags" / "pattern_detection.py").is_file()
+    assert find_project(root / "include" / "patternflow") == root
+
+
+def test_outside_a_project_the_package_location_decides(tmp_path):
+    try:
+        assert (find_project(tmp_path) / "dags").is_dir()
+    except LaunchError as exc:
+        pytest.fail(f"an editable install finds its project: {exc}")

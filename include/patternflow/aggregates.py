@@ -2,12 +2,29 @@
 
 The rows are numpy columns that grow by doubling, so adding a chunk's per-pair sums (computed
 by ``sql/fold_chunk.sql``) is a handful of vectorised writes, and the pattern queries receive
-zero-copy Arrow views of just the rows they need. Per merchant it also keeps the totals and the
-clear-female / clear-male customer counts, updated pair by pair from the genders before and
+Arrow tables of just the rows that can newly qualify. Per merchant it also keeps the totals and
+the clear-female / clear-male customer counts, updated pair by pair from the genders before and
 after each fold, so that no query has to recount them over all pairs.
+
+UPGRADE's two thresholds are order statistics of a merchant's customers (see
+``sql/pattern_upgrade.sql``), and recomputing them from every pair of the largest merchants after
+each chunk was the engine's main cost, growing with the state. They are kept incrementally
+instead, each from a small structure that a fold changes only where the chunk did:
+
+- counts: per merchant, a histogram of n(c, m) over its customers. A fold moves each touched
+  pair from its old count's bucket to its new one, and the k-th smallest count is where the
+  histogram's running sum reaches k (a few hundred buckets, not thousands of pairs).
+- weights: weight ranks never change (they are fixed when the stream starts), and a pair joins
+  the merchant's customers only once, at its first transaction. The weighted pairs are sorted by
+  (merchant, rank) once; a 0/1 flag per sorted position marks the customers, and the k-th
+  smallest rank is where the merchant's flags' running sum reaches k. The pairs whose rank is at
+  most W10 are then a prefix of the merchant's sorted run.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +39,30 @@ PAIRS_SCHEMA = pa.schema(
         ("weight_rank", pa.int32()),  # rank of weight(c, m) among the merchant's; -1: undefined
     ]
 )
+MERCHANTS_SCHEMA = pa.schema(
+    [
+        ("merchant", pa.int32()),
+        ("total", pa.int64()),  # total(m): transactions with the merchant
+        ("clear_female", pa.int64()),  # customers whose every transaction with m is F
+        ("clear_male", pa.int64()),  # likewise M
+        ("p90_n", pa.int64()),  # UPGRADE thresholds (UpgradeThresholds), 0 at the merchants
+        ("w10_rank", pa.int32()),  # not over UPGRADE's size
+    ]
+)
 FEMALE, MALE, OTHER_GENDER = 1, 2, 4
+
+
+@dataclass(frozen=True)
+class UpgradeThresholds:
+    """UPGRADE's thresholds at some merchants, and the pairs that can meet them."""
+
+    merchants: np.ndarray
+    p90_n: np.ndarray
+    """Per merchant: the least count n(c, m) that is >= P90 (an order statistic, see below)."""
+    w10_rank: np.ndarray
+    """Per merchant: the greatest weight rank that is <= W10; 0 when no customer has a weight."""
+    pairs: np.ndarray
+    """Ids of the merchants' weighted pairs with weight_rank <= w10_rank (customers or not)."""
 
 
 class PairAggregates:
@@ -39,10 +79,23 @@ class PairAggregates:
         self.total = np.zeros(max(4, merchants), dtype=np.int64)
         self.clear_female = np.zeros_like(self.total)
         self.clear_male = np.zeros_like(self.total)
-        merchant, genders = self.live("merchant"), self.live("genders")
-        np.add.at(self.total, merchant, self.live("n"))
+        merchant, genders, n = self.live("merchant"), self.live("genders"), self.live("n")
+        np.add.at(self.total, merchant, n)
         np.add.at(self.clear_female, merchant, genders == FEMALE)
         np.add.at(self.clear_male, merchant, genders == MALE)
+        # counts: count_histogram[m, k] = customers of m with n(c, m) = k (column 0 unused)
+        customer = n >= 1
+        self.count_histogram = np.zeros((len(self.total), _capacity(int(n.max(initial=0)) + 1)), dtype=np.int64)
+        np.add.at(self.count_histogram, (merchant[customer], n[customer]), 1)
+        # weights: the weighted pairs by (merchant, rank); ranks are fixed for the whole stream
+        rank = self.live("weight_rank")
+        weighted = np.flatnonzero(rank >= 0).astype(np.int32)
+        self._by_rank = weighted[np.lexsort((rank[weighted], merchant[weighted]))]
+        self._sorted_ranks = rank[self._by_rank]
+        self._runs = np.searchsorted(merchant[self._by_rank], np.arange(merchants + 1))
+        self._position = np.full(self.size, -1, dtype=np.int64)  # of a weighted pair in _by_rank
+        self._position[self._by_rank] = np.arange(len(self._by_rank))
+        self._is_customer = customer[self._by_rank].astype(np.int32)
 
     def live(self, name: str) -> np.ndarray:
         """Column ``name`` of the live rows (a view, not a copy)."""
@@ -69,40 +122,67 @@ class PairAggregates:
         merchant = columns["merchant"][pair]
         before = columns["genders"][pair]
         after = before | genders
-        columns["n"][pair] += n
+        old_n = columns["n"][pair]
+        new_n = old_n + n
+        columns["n"][pair] = new_n
         columns["cents"][pair] += cents
         columns["genders"][pair] = after
         np.add.at(self.total, merchant, n)
         changed = before != after
         if changed.any():
-            merchant, before, after = merchant[changed], before[changed], after[changed]
-            np.add.at(self.clear_female, merchant, (after == FEMALE).astype(np.int64) - (before == FEMALE))
-            np.add.at(self.clear_male, merchant, (after == MALE).astype(np.int64) - (before == MALE))
+            merchant_changed, before, after = merchant[changed], before[changed], after[changed]
+            np.add.at(self.clear_female, merchant_changed, (after == FEMALE).astype(np.int64) - (before == FEMALE))
+            np.add.at(self.clear_male, merchant_changed, (after == MALE).astype(np.int64) - (before == MALE))
+        self._count_moves(merchant, old_n, new_n)
+        first = pair[old_n == 0]
+        if len(first):
+            positions = self._position[first[first < len(self._position)]]
+            self._is_customer[positions[positions >= 0]] = 1
+
+    def _count_moves(self, merchant: np.ndarray, old_n: np.ndarray, new_n: np.ndarray) -> None:
+        """Move each pair of ``merchant`` from the bucket of its old count to its new one."""
+        width = self.count_histogram.shape[1]
+        if len(new_n) and new_n.max() >= width:
+            self.count_histogram = _grown_columns(self.count_histogram, _capacity(int(new_n.max()) + 1))
+        np.add.at(self.count_histogram, (merchant, new_n), 1)
+        known = old_n >= 1
+        np.subtract.at(self.count_histogram, (merchant[known], old_n[known]), 1)
+
+    def upgrade_thresholds(self, merchants: np.ndarray, count_quantile: Decimal, weight_quantile: Decimal) -> UpgradeThresholds:
+        """UPGRADE's thresholds at ``merchants`` (each with at least one customer), as order statistics.
+
+        With a merchant's N values sorted, x_1 <= ... <= x_N, and h = (N - 1) * q (exact):
+        v >= quantile_cont(q) <=> v >= x_(ceil(h) + 1), and v <= quantile_cont(q) <=> v <= x_(floor(h) + 1),
+        since no value lies strictly between x_(floor(h) + 1) and x_(ceil(h) + 1).
+        """
+        p90 = np.zeros(len(merchants), dtype=np.int64)
+        w10 = np.zeros(len(merchants), dtype=np.int32)
+        prefixes = []
+        for i, m in enumerate(merchants.tolist()):
+            counts = np.cumsum(self.count_histogram[m])
+            p90[i] = np.searchsorted(counts, _order_statistic(int(counts[-1]), count_quantile, above=True))
+            if m + 1 >= len(self._runs):
+                continue  # a merchant first met in the transactions: no weights
+            first, end = self._runs[m], self._runs[m + 1]
+            flags = np.cumsum(self._is_customer[first:end])
+            if not len(flags) or not flags[-1]:
+                continue
+            w10[i] = self._sorted_ranks[first + np.searchsorted(flags, _order_statistic(int(flags[-1]), weight_quantile, above=False))]
+            prefixes.append(self._by_rank[first : first + np.searchsorted(self._sorted_ranks[first:end], w10[i], side="right")])
+        pairs = np.concatenate(prefixes) if prefixes else np.empty(0, dtype=np.int32)
+        return UpgradeThresholds(merchants, p90, w10, pairs)
 
     def rows(self, pair: np.ndarray, names: tuple[str, ...]) -> pa.Table:
         """The given rows and columns, as an Arrow table."""
         return pa.table({name: self._columns[name][pair] for name in names})
 
-    def merchant_table(self) -> pa.Table:
-        """Per merchant: id, total transactions, clear-female and clear-male customers."""
+    def merchant_table(self, upgrade: UpgradeThresholds) -> pa.Table:
+        """Per merchant: id, totals, clear-gender customers and UPGRADE thresholds."""
         m = self.merchants
-        return pa.table(
-            {
-                "merchant": np.arange(m, dtype=np.int32),
-                "total": self.total[:m],
-                "clear_female": self.clear_female[:m],
-                "clear_male": self.clear_male[:m],
-            }
-        )
-
-    def pairs_of_merchants(self, merchants: np.ndarray) -> np.ndarray:
-        """Ids of the pairs, with at least one transaction, of the given merchants."""
-        live = self.live("n") >= 1
-        if len(merchants) == 1:
-            live &= self.live("merchant") == merchants[0]
-        else:
-            live &= np.isin(self.live("merchant"), merchants)
-        return np.flatnonzero(live)
+        p90, w10 = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int32)
+        p90[upgrade.merchants], w10[upgrade.merchants] = upgrade.p90_n, upgrade.w10_rank
+        columns = [np.arange(m, dtype=np.int32), self.total[:m], self.clear_female[:m], self.clear_male[:m], p90, w10]
+        return pa.Table.from_arrays(columns, schema=MERCHANTS_SCHEMA)
 
     def to_table(self) -> pa.Table:
         return pa.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, schema=PAIRS_SCHEMA)
@@ -114,7 +194,7 @@ class PairAggregates:
             grown[:rows, :cols] = self._pair_of
             self._pair_of = grown
         if merchants > len(self.total):
-            for name in ("total", "clear_female", "clear_male"):
+            for name in ("total", "clear_female", "clear_male", "count_histogram"):
                 setattr(self, name, _grown(getattr(self, name), _capacity(merchants)))
         self.merchants = max(self.merchants, merchants)
 
@@ -129,12 +209,27 @@ class PairAggregates:
         self._columns["weight_rank"][first : self.size] = -1
 
 
+def _order_statistic(count: int, quantile: Decimal, above: bool) -> int:
+    """The 1-based index k of x_k that decides v >= quantile_cont(q) (``above``) or v <= it, for
+    ``count`` values: ceil(h) + 1 or floor(h) + 1 with h = (count - 1) * q, in exact integers."""
+    numerator, denominator = quantile.as_integer_ratio()
+    h_floor, remainder = divmod((count - 1) * numerator, denominator)
+    return h_floor + (1 if above and remainder else 0) + 1
+
+
 def _capacity(needed: int) -> int:
     return 1 << max(4, (needed - 1).bit_length())
 
 
 def _grown(values: np.ndarray, capacity: int) -> np.ndarray:
     """A copy of ``values`` with room for ``capacity`` rows (the rest zero)."""
-    out = np.zeros(max(capacity, len(values)), dtype=values.dtype)
+    out = np.zeros((max(capacity, len(values)), *values.shape[1:]), dtype=values.dtype)
     out[: len(values)] = values
+    return out
+
+
+def _grown_columns(values: np.ndarray, capacity: int) -> np.ndarray:
+    """A copy of the 2-d ``values`` with room for ``capacity`` columns (the rest zero)."""
+    out = np.zeros((len(values), capacity), dtype=values.dtype)
+    out[:, : values.shape[1]] = values
     return out

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from importlib import resources
+from typing import TypeVar
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from patternflow.aggregates import FEMALE, MALE, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
+from patternflow.aggregates import FEMALE, MALE, MERCHANTS_SCHEMA, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
 from patternflow.clock import Clock, iso_ist, now_ist
 from patternflow.config import DetectionConfig
 from patternflow.detections import Detection, DetectionFile, pending_rows, pending_table
@@ -30,10 +32,14 @@ _VIEWS = ("pattern_upgrade", "pattern_child", "pattern_dei_needed")
 _GENDER_BITS = {"F": FEMALE, "M": MALE}
 _NO_CUSTOMER = -1
 """The customer id of DEI-NEEDED detections, whose customerName is empty."""
-_CHILD_COLUMNS = ("merchant", "customer", "n", "cents")
-_UPGRADE_COLUMNS = ("merchant", "customer", "n", "weight_rank")
-_EMPTY_TOUCHED = PAIRS_SCHEMA.empty_table().select(list(_CHILD_COLUMNS))
-_EMPTY_CUSTOMERS = PAIRS_SCHEMA.empty_table().select(list(_UPGRADE_COLUMNS))
+_CANDIDATE_COLUMNS = ("merchant", "customer", "n", "cents", "weight_rank")
+_CHUNK_SCHEMA = pa.schema([("pair", pa.int32()), ("cents", pa.int64()), ("gender", pa.uint8())])
+_INPUT_SCHEMAS = {
+    "chunk": _CHUNK_SCHEMA,
+    "candidates": pa.schema([PAIRS_SCHEMA.field(name) for name in _CANDIDATE_COLUMNS]),
+    "merchants": MERCHANTS_SCHEMA,
+}
+_Result = TypeVar("_Result")
 EMITTED_SCHEMA = pa.schema(
     [("pattern_id", pa.string()), ("action_type", pa.string()), ("customer", pa.string()), ("merchant", pa.string())]
 )
@@ -78,6 +84,25 @@ class OutOfOrderChunk(ValueError):
     pass
 
 
+class ArrowInput:
+    """A table the SQL reads by name, registered with DuckDB once; the engine swaps the Arrow
+    table behind it for each query. DuckDB reads the schema and the rows through the Arrow
+    PyCapsule interface at every scan, so it always sees the current table."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.table = schema.empty_table()
+
+    def clear(self) -> None:
+        self.table = self.schema.empty_table()
+
+    def __arrow_c_schema__(self) -> object:
+        return self.table.schema.__arrow_c_schema__()
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        return self.table.__arrow_c_stream__(requested_schema)
+
+
 class DetectionEngine:
     def __init__(self, config: DetectionConfig, state: EngineState, clock: Clock = now_ist) -> None:
         self.config = config
@@ -89,7 +114,11 @@ class DetectionEngine:
         self._set_variables()
         self.con.execute(sql("create_state")).fetchall()
         self._restore_emitted(state.emitted)
-        self._register_inputs(_EMPTY_TOUCHED, _EMPTY_CUSTOMERS, self.aggregates.merchant_table())
+        # Registered once: each chunk only swaps the tables behind them (registering costs as
+        # much as a small query).
+        self.inputs = {name: ArrowInput(schema) for name, schema in _INPUT_SCHEMAS.items()}
+        for name, holder in self.inputs.items():
+            self.con.register(name, holder)
         for view in _VIEWS:
             self.con.execute(f"CREATE VIEW {view} AS {sql(view)}").fetchall()
         self._pending = pending_rows(state.pending)
@@ -170,30 +199,40 @@ class DetectionEngine:
         customers = self.customers.encode(chunk.column("customer"))
         merchants = self.merchants.encode(chunk.column("merchant"))
         pairs = self.aggregates.pair_ids(customers, merchants, len(self.customers), len(self.merchants))
-        rows = pa.table({"pair": pairs, "cents": _cents(chunk.column("amount")), "gender": _gender_bits(chunk.column("gender"))})
-        self.con.register("chunk", rows)
-        sums = self.con.execute(sql("fold_chunk")).fetchnumpy()
-        self.con.unregister("chunk")
+        rows = pa.table(
+            {"pair": pairs, "cents": _cents(chunk.column("amount")), "gender": _gender_bits(chunk.column("gender"))}, schema=_CHUNK_SCHEMA
+        )
+        sums = self._query("fold_chunk", duckdb.DuckDBPyConnection.fetchnumpy, chunk=rows)
         touched = np.asarray(sums["pair"], dtype=np.int32)
         self.aggregates.add(touched, np.asarray(sums["n"]), np.asarray(sums["cents"]), np.asarray(sums["genders"]))
         return touched
 
     def _detect(self, touched: np.ndarray) -> list[tuple[str, str, str, str]]:
-        """Evaluate the patterns over what the chunk can have changed; new detections by name."""
-        aggregates = self.aggregates
-        merchants = aggregates.merchant_table()
-        large = np.flatnonzero(merchants.column("total").to_numpy() > self.config.upgrade_min_merchant_transactions)
-        customers = aggregates.rows(aggregates.pairs_of_merchants(large), _UPGRADE_COLUMNS) if len(large) else _EMPTY_CUSTOMERS
-        self._register_inputs(aggregates.rows(touched, _CHILD_COLUMNS), customers, merchants)
-        found = self.con.execute(sql("new_detections")).fetchall()
+        """Evaluate the patterns over what the chunk can have changed; new detections by name.
+
+        Only two kinds of pairs can newly qualify: those the chunk touched (their values changed)
+        and, at merchants over UPGRADE's size, those whose weight is within the merchant's W10
+        (the thresholds move as other customers change). The queries see just those pairs.
+        """
+        aggregates, config = self.aggregates, self.config
+        large = np.flatnonzero(aggregates.total[: aggregates.merchants] > config.upgrade_min_merchant_transactions)
+        upgrade = aggregates.upgrade_thresholds(large, config.upgrade_count_quantile, config.upgrade_weight_quantile)
+        candidates = aggregates.rows(_union(touched, upgrade.pairs, aggregates.size), _CANDIDATE_COLUMNS)
+        merchants = aggregates.merchant_table(upgrade)
+        found = self._query("new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants)
         names, merchant_names = self.customers.names, self.merchants.names
         return [(p, a, names[c] if c != _NO_CUSTOMER else "", merchant_names[m]) for p, a, c, m in found]
 
-    def _register_inputs(self, touched: pa.Table, customers: pa.Table, merchants: pa.Table) -> None:
-        """The Arrow tables the pattern queries read (see their .sql files)."""
-        self.con.register("touched", touched)
-        self.con.register("customers", customers)
-        self.con.register("merchants", merchants)
+    def _query(self, name: str, fetch: Callable[[duckdb.DuckDBPyConnection], _Result], **inputs: pa.Table) -> _Result:
+        """Run ``sql/<name>.sql`` over the given input tables and fetch its result; the tables are
+        released afterwards, so that no chunk's buffers outlive its fold."""
+        for input_name, table in inputs.items():
+            self.inputs[input_name].table = table
+        try:
+            return fetch(self.con.execute(sql(name)))
+        finally:
+            for input_name in inputs:
+                self.inputs[input_name].clear()
 
     def finish(self) -> list[DetectionFile]:
         """End of stream: the rows still waiting (1 to 49) go to one last file."""
@@ -240,6 +279,14 @@ class DetectionEngine:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _union(first: np.ndarray, second: np.ndarray, size: int) -> np.ndarray:
+    """The distinct ids in either array (ids below ``size``): a mask, cheaper than sorting them."""
+    seen = np.zeros(size, dtype=bool)
+    seen[first] = True
+    seen[second] = True
+    return np.flatnonzero(seen).astype(np.int32)
 
 
 def _cents(amounts: pa.ChunkedArray) -> pa.ChunkedArray:

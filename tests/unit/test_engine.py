@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import duckdb
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patternflow.config import DetectionConfig
-from patternflow.engine import DetectionEngine, OutOfOrderChunk
+from patternflow.engine import ArrowInput, DetectionEngine, OutOfOrderChunk
 from patternflow.parsing import read_importance, read_transactions
 from patternflow.state import StateStore
 from patternflow.store import LocalStore
@@ -300,3 +301,16 @@ def test_crash_after_files_before_commit_replays_identically(small_banksim, tmp_
     assert read_files(tmp_path / "out") == uninterrupted
     rows = detections(uninterrupted)
     assert len(rows) == len(set(rows))
+
+
+def test_an_arrow_input_is_read_as_its_current_table():
+    """Registered once, an input shows DuckDB whatever table the engine put behind it last."""
+    schema = pa.schema([("x", pa.int64())])
+    holder = ArrowInput(schema)
+    con = duckdb.connect()
+    con.register("input", holder)
+    assert con.execute("SELECT count(*) FROM input").fetchone() == (0,)
+    holder.table = pa.table({"x": [1, 2, 3]}, schema=schema)
+    assert con.execute("SELECT sum(x) FROM input").fetchone() == (6,)
+    holder.clear()
+    assert con.execute("SELECT count(*) FROM input").fetchone() == (0,)

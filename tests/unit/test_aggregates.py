@@ -1,0 +1,79 @@
+"""UPGRADE's incrementally kept order statistics against a direct computation from the pairs."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from patternflow.aggregates import PAIRS_SCHEMA, PairAggregates, _order_statistic
+
+
+def quantile_cont(values: list, q: Decimal) -> Fraction:
+    """Linear interpolation between closest ranks, in exact fractions."""
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * Fraction(q)
+    low = int(h)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+
+
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=30), st.sampled_from(["0", "0.1", "0.5", "0.9", "0.95", "1"]))
+def test_order_statistic_decides_the_quantile_comparisons(values, q):
+    """For the values themselves (the only ones compared), the order statistic stands in for the quantile."""
+    q = Decimal(q)
+    ordered = sorted(values)
+    threshold = Fraction(quantile_cont(values, q))
+    at_least = ordered[_order_statistic(len(values), q, above=True) - 1]
+    at_most = ordered[_order_statistic(len(values), q, above=False) - 1]
+    for v in values:
+        assert (v >= threshold) == (v >= at_least)
+        assert (v <= threshold) == (v <= at_most)
+
+
+def starting_pairs(ranks: list[list[int]]) -> pa.Table:
+    """Pairs as a new stream has them: one per weighted (merchant, customer), no transactions."""
+    merchant = [m for m, customers in enumerate(ranks) for _ in customers]
+    customer = [c for customers in ranks for c in range(len(customers))]
+    zeros = np.zeros(len(merchant), dtype=np.int64)
+    columns = {"merchant": merchant, "customer": customer, "n": zeros, "cents": zeros}
+    columns |= {"genders": np.zeros(len(merchant), dtype=np.uint8), "weight_rank": [r for customers in ranks for r in customers]}
+    return pa.table(columns, schema=PAIRS_SCHEMA)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=8), min_size=1, max_size=3),
+    st.lists(st.lists(st.tuples(st.integers(0, 11), st.integers(0, 3)), min_size=1, max_size=12), min_size=1, max_size=5),
+)
+def test_upgrade_thresholds_follow_the_folds(ranks, chunks):
+    """After every fold the thresholds and candidate pairs equal those computed from scratch,
+    here and in aggregates rebuilt from a snapshot (a resumed stream)."""
+    count_q, weight_q = Decimal("0.9"), Decimal("0.1")
+    aggregates = PairAggregates(starting_pairs(ranks), 12, 4)
+    for chunk in chunks:
+        customers, merchants = np.array([c for c, _ in chunk], np.int32), np.array([m for _, m in chunk], np.int32)
+        pairs = aggregates.pair_ids(customers, merchants, 12, 4)
+        touched, n = np.unique(pairs, return_counts=True)
+        aggregates.add(touched, n, n * 100, np.ones(len(touched), np.uint8))
+        for current in (aggregates, PairAggregates(aggregates.to_table(), 12, 4)):
+            table = current.to_table().to_pylist()
+            merchants_with_customers = np.array(sorted({p["merchant"] for p in table if p["n"] >= 1}), dtype=np.int64)
+            found = current.upgrade_thresholds(merchants_with_customers, count_q, weight_q)
+            for m, p90_n, w10_rank in zip(found.merchants, found.p90_n, found.w10_rank, strict=True):
+                customers_of_m = [p for p in table if p["merchant"] == m and p["n"] >= 1]
+                counts = [p["n"] for p in customers_of_m]
+                assert p90_n == min(c for c in counts if c >= quantile_cont(counts, count_q))
+                weights = [p["weight_rank"] for p in customers_of_m if p["weight_rank"] >= 1]
+                assert w10_rank == (max(w for w in weights if w <= quantile_cont(weights, weight_q)) if weights else 0)
+            expected = {
+                i
+                for i, p in enumerate(table)
+                if p["merchant"] in merchants_with_customers
+                and 1 <= p["weight_rank"] <= found.w10_rank[list(found.merchants).index(p["merchant"])]
+            }
+            assert sorted(found.pairs.tolist()) == sorted(expected)

@@ -30,7 +30,7 @@ TICK = timedelta(seconds=PipelineSettings.resolve().tick_seconds)
     tags=TAGS,
     params={
         "pacing": pacing_param(),
-        **setting_params("bucket", "transactions", "importance", "chunk_size", "tick_seconds"),
+        **setting_params("bucket", "chunks_prefix", "reference_prefix", "transactions", "importance", "chunk_size", "tick_seconds"),
     },
     doc_md=__doc__,
 )

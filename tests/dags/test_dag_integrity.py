@@ -46,7 +46,7 @@ def test_the_producer_ticks_every_second(dagbag):
     assert [t.task_id for t in dag.tasks] == ["upload_due_chunks"]
     form = dag.params
     assert form["pacing"] == "auto"
-    for name in ("bucket", "transactions", "importance", "chunk_size", "tick_seconds"):
+    for name in ("bucket", "chunks_prefix", "reference_prefix", "transactions", "importance", "chunk_size", "tick_seconds"):
         assert form[name] is None  # empty: Variable, environment or default
         assert form.get_param(name).description
 

@@ -41,7 +41,7 @@ run: $(STAMP)
 lock: $(STAMP)
 	{ echo "# The full lock: every package version the test suite ran with (make lock regenerates it)."; \
 	  echo "# Used like Airflow's official constraints files: pip install -r requirements.txt -c constraints.txt"; \
-	  $(BIN)/pip freeze --exclude-editable | grep -viE '^(patternflow|pip)=='; } > constraints.txt
+	  $(BIN)/pip freeze --all --exclude-editable | grep -viE '^(patternflow|pip|wheel)=='; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

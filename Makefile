@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run data lock clean bench bench-e2e
+.PHONY: install test lint run run-distributed data lock clean bench bench-e2e
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ data: $(STAMP)
 # Extra flags through RUN_FLAGS, e.g. make run RUN_FLAGS="--exit-when-done --ui-port 8081".
 run: $(STAMP)
 	$(BIN)/patternflow run --data $(DATA) --output $(OUTPUT) $(RUN_FLAGS)
+
+# The docker-compose topology without Docker: PostgreSQL and Redis from Debian's packages
+# (apt-get install postgresql redis-server), CeleryExecutor, two workers; state under .run/.
+run-distributed: $(STAMP)
+	$(BIN)/patternflow run --distributed --data $(DATA) --output $(OUTPUT) $(RUN_FLAGS)
 
 # Regenerate the lock from the current virtualenv after changing requirements*.txt.
 lock: $(STAMP)

@@ -58,6 +58,10 @@ def _run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         tick_seconds=args.tick,
         metrics=Path(args.metrics) if args.metrics else None,
+        distributed=args.distributed,
+        workers=args.workers,
+        pg_port=args.pg_port,
+        redis_port=args.redis_port,
     )
     return run(options)
 
@@ -136,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics", help="when the stream completes, write every chunk's timings (upload, start, end, commit) to this JSON file"
     )
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        help="the docker-compose topology natively: PostgreSQL, Redis, CeleryExecutor, separate Airflow components, Celery workers",
+    )
+    run.add_argument("--workers", type=_positive, default=2, help="with --distributed: Celery workers (default 2)")
+    run.add_argument("--pg-port", type=_positive, default=5433, help="with --distributed: PostgreSQL port on 127.0.0.1 (default 5433)")
+    run.add_argument("--redis-port", type=_positive, default=6380, help="with --distributed: Redis port on 127.0.0.1 (default 6380)")
     run.set_defaults(handler=_run)
 
     reset = commands.add_parser("reset", help="remove one stream's chunks, reference data, state and detections from its bucket")

@@ -56,10 +56,26 @@ class LaunchOptions:
     tick_seconds: float | None = None
     metrics: Path | None = None
     """Where to write every chunk's timings (JSON) when the stream completes."""
+    distributed: bool = False
+    """PostgreSQL, Redis, CeleryExecutor and separate Airflow components instead of standalone."""
+    workers: int = 2
+    pg_port: int = 5433
+    redis_port: int = 6380
 
     @property
     def home(self) -> Path:
-        return self.project / ".airflow"
+        """AIRFLOW_HOME and the logs of every process started."""
+        return self.project / (".run" / Path("airflow") if self.distributed else Path(".airflow"))
+
+    def worker_log_port(self, number: int) -> int:
+        return 8792 + number
+
+    def ports(self) -> list[tuple[int, str]]:
+        ports = [(self.s3_port, "the S3 server (--s3-port)"), (self.ui_port, "the Airflow UI (--ui-port)")]
+        if self.distributed:
+            ports += [(self.pg_port, "PostgreSQL (--pg-port)"), (self.redis_port, "Redis (--redis-port)")]
+            ports += [(self.worker_log_port(n), f"Celery worker {n}'s log server") for n in range(1, self.workers + 1)]
+        return ports
 
 
 def find_project(start: Path | None = None) -> Path:
@@ -77,7 +93,7 @@ def find_project(start: Path | None = None) -> Path:
 def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
     """Start everything, watch the stream, stop everything; the process's exit code."""
     _ensure_data(options.data, out)
-    for port, what in ((options.s3_port, "the S3 server (--s3-port)"), (options.ui_port, "the Airflow UI (--ui-port)")):
+    for port, what in options.ports():
         if not port_free(port):
             raise LaunchError(
                 f"port {port} on 127.0.0.1 is already in use; it is needed for {what}. Stop what uses it or pick another port."
@@ -88,20 +104,54 @@ def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
     with _processes() as started:
         endpoint = f"http://127.0.0.1:{options.s3_port}"
         print(f"starting the S3 server on {endpoint} ...", file=out, flush=True)
-        started.append(
-            _spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options.s3_port)], options.home / "s3-server.log")
-        )
+        server = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options.s3_port)]
+        started.append(_spawn(server, options.home / "s3-server.log"))
         client = endpoint_client(endpoint, access_key=ACCESS_KEY, secret_key=ACCESS_KEY)
-        _wait_until(lambda: _s3_ready(client), 30, "the S3 server did not start; see .airflow/s3-server.log", started)
+        _wait_until(lambda: _s3_ready(client), 30, f"the S3 server did not start; see {options.home}/s3-server.log", started)
         client.create_bucket(Bucket=settings.bucket)
-        print(f"bucket s3://{settings.bucket} created; starting Airflow (first start takes a minute) ...", file=out, flush=True)
-        started.append(_spawn(["airflow", "standalone"], options.home / "standalone.log", _airflow_environment(options, endpoint)))
+        print(f"bucket s3://{settings.bucket} created", file=out, flush=True)
+        env = _airflow_environment(options, endpoint)
+        if options.distributed:
+            _start_distributed(options, env, started, out)
+        else:
+            print("starting Airflow standalone (the first start takes a minute) ...", file=out, flush=True)
+            (options.home / "airflow.db").unlink(missing_ok=True)  # runs of an earlier stream, whose S3 is gone
+            started.append(_spawn(["airflow", "standalone"], options.home / "standalone.log", env))
         api = f"http://127.0.0.1:{options.ui_port}"
-        _wait_until(lambda: _http_ok(f"{api}/api/v2/monitor/health"), 240, "Airflow did not start; see .airflow/standalone.log", started)
+        _wait_until(
+            lambda: _http_ok(f"{api}/api/v2/monitor/health"), 240, f"Airflow did not start; see the logs in {options.home}", started
+        )
         password = _admin_password(options.home)
         print(f"Airflow UI: {api}  (login: admin / {password})", file=out, flush=True)
         print("the producer and the detector run by themselves; Ctrl-C stops everything\n", file=out, flush=True)
         return _watch(options, settings, S3Store(client, settings.bucket), api, password, stop, started, out)
+
+
+def _start_distributed(options: LaunchOptions, env: dict[str, str], started: list[subprocess.Popen], out: IO[str]) -> None:
+    """PostgreSQL, Redis, then Airflow's components one by one with two Celery workers."""
+    from patternflow import services
+
+    run_dir = options.project / ".run"
+    print(f"starting PostgreSQL on 127.0.0.1:{options.pg_port} and Redis on 127.0.0.1:{options.redis_port} ...", file=out, flush=True)
+    data = services.init_postgres(run_dir / "postgres")
+    started.append(_spawn(services.postgres_command(data, options.pg_port), options.home / "postgres.log"))
+    _wait_until(lambda: services.postgres_ready(options.pg_port), 60, f"PostgreSQL did not start; see {options.home}/postgres.log", started)
+    services.create_database(options.pg_port)
+    started.append(_spawn(services.redis_command(run_dir / "redis", options.redis_port), options.home / "redis.log"))
+    _wait_until(lambda: services.redis_ready(options.redis_port), 30, f"Redis did not start; see {options.home}/redis.log", started)
+
+    print("migrating Airflow's database ...", file=out, flush=True)
+    with (options.home / "migrate.log").open("ab") as log:
+        if subprocess.run(["airflow", "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
+            raise LaunchError(f"airflow db migrate failed; see {options.home}/migrate.log")
+    components = ["api-server", "scheduler", "dag-processor", "triggerer"]
+    print(f"starting Airflow: {', '.join(components)} and {options.workers} Celery workers ...", file=out, flush=True)
+    for component in components:
+        started.append(_spawn(["airflow", component], options.home / f"{component}.log", env))
+    for number in range(1, options.workers + 1):
+        worker_env = env | {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(options.worker_log_port(number))}
+        command = ["airflow", "celery", "worker", "--celery-hostname", f"worker{number}@%h", "--concurrency", "4"]
+        started.append(_spawn(command, options.home / f"worker{number}.log", worker_env))
 
 
 def _watch(options, settings, store, api, password, stop, started, out) -> int:
@@ -258,6 +308,18 @@ def _airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
         }
     )
+    if options.distributed:
+        from patternflow.services import database_url
+
+        database = database_url(options.pg_port)
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{options.redis_port}/0",
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database.replace("+psycopg2", ""),
+            }
+        )
     return env
 
 

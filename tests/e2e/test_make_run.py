@@ -1,4 +1,5 @@
-"""End to end through the real scheduler and triggerer: ``make run`` with the exit flag."""
+"""End to end through the real scheduler and triggerer: ``make run`` and ``make run-distributed``
+(PostgreSQL, Redis, CeleryExecutor, two workers) with the exit flag."""
 
 from __future__ import annotations
 
@@ -27,16 +28,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_make_run_streams_the_data_and_exports_the_detection_files(small_banksim, tmp_path):
+def native_services_missing() -> str | None:
+    from patternflow.services import ServiceError, postgres_bin, redis_bin
+
+    try:
+        postgres_bin("initdb")
+        redis_bin()
+    except ServiceError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("target", ["run", "run-distributed"])
+def test_make_run_streams_the_data_and_exports_the_detection_files(small_banksim, tmp_path, target):
+    if target == "run-distributed" and native_services_missing():
+        if os.environ.get("REQUIRE_NATIVE_SERVICES"):
+            pytest.fail(native_services_missing())
+        pytest.skip(native_services_missing())
     data, output = tmp_path / "data", tmp_path / "output"
     data.mkdir()
     for source in (small_banksim.transactions, small_banksim.importance):
         (data / source.name).write_bytes(source.read_bytes())
     s3_port, ui_port = free_port(), free_port()
     flags = f"--exit-when-done --timeout 420 --s3-port {s3_port} --ui-port {ui_port} --metrics {tmp_path / 'metrics.json'}"
+    if target == "run-distributed":
+        flags += f" --pg-port {free_port()} --redis-port {free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))} | lively_environment(CHUNK)
     result = subprocess.run(
-        ["make", "run", f"DATA={data}", f"OUTPUT={output}", f"RUN_FLAGS={flags}"],
+        ["make", target, f"DATA={data}", f"OUTPUT={output}", f"RUN_FLAGS={flags}"],
         cwd=PROJECT,
         env=env,
         capture_output=True,
@@ -61,6 +80,9 @@ def test_make_run_streams_the_data_and_exports_the_detection_files(small_banksim
     assert port_free(s3_port) and port_free(ui_port)
     stray = subprocess.run(["pgrep", "-f", f"moto.server -H 127.0.0.1 -p {s3_port}"], capture_output=True)
     assert stray.returncode == 1
+    if target == "run-distributed":
+        assert "2 Celery workers" in result.stdout
+        assert subprocess.run(["pgrep", "-f", "airflow celery worker"], capture_output=True).returncode == 1
 
 
 def test_a_port_in_use_gets_a_clear_message(tmp_path, small_banksim):

@@ -18,7 +18,9 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = PROJECT / "docker-compose.yaml"
 ENV_EXAMPLE = PROJECT / ".env.example"
-SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
+# The Compose Specification's JSON schema as Debian's docker-compose package ships it (installed by
+# .ci/run; no Docker engine needed). Found at run time, never copied into the project.
+SCHEMA_FILES = sorted(Path("/usr/lib/python3/dist-packages/compose/config").glob("compose_spec.json"))
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt}, ${NAME+alt};
 # $$ is a literal dollar sign. Defaults may hold further references, hence the small parser below.

@@ -37,6 +37,8 @@ class IdDictionary:
         """
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
+        if values.type != pa.string():  # e.g. large_string: the known names are string
+            values = values.cast(pa.string())
         ids = pc.index_in(values, value_set=self._array)
         if ids.null_count:
             new = pc.unique(pc.filter(values, pc.is_null(ids)))  # in order of first appearance

@@ -62,7 +62,8 @@ class UpgradeThresholds:
     w10_rank: np.ndarray
     """Per merchant: the greatest weight rank that is <= W10; 0 when no customer has a weight."""
     pairs: np.ndarray
-    """Ids of the merchants' weighted pairs with weight_rank <= w10_rank (customers or not)."""
+    """Ids of weighted pairs with weight_rank <= w10_rank (customers or not), at the merchants
+    whose thresholds loosened since the last call."""
 
 
 class PairAggregates:
@@ -96,6 +97,8 @@ class PairAggregates:
         self._position = np.full(self.size, -1, dtype=np.int64)  # of a weighted pair in _by_rank
         self._position[self._by_rank] = np.arange(len(self._by_rank))
         self._is_customer = customer[self._by_rank].astype(np.int32)
+        self._last_thresholds: dict[int, tuple[int, int]] = {}
+        """merchant -> (p90_n, w10_rank) at the last ``upgrade_thresholds`` call."""
 
     def live(self, name: str) -> np.ndarray:
         """Column ``name`` of the live rows (a view, not a copy)."""
@@ -149,26 +152,33 @@ class PairAggregates:
         np.subtract.at(self.count_histogram, (merchant[known], old_n[known]), 1)
 
     def upgrade_thresholds(self, merchants: np.ndarray, count_quantile: Decimal, weight_quantile: Decimal) -> UpgradeThresholds:
-        """UPGRADE's thresholds at ``merchants`` (each with at least one customer), as order statistics.
+        """UPGRADE's thresholds at ``merchants`` (each with at least one customer), as order
+        statistics, and the pairs that the change of thresholds since the last call can qualify.
 
         With a merchant's N values sorted, x_1 <= ... <= x_N, and h = (N - 1) * q (exact):
         v >= quantile_cont(q) <=> v >= x_(ceil(h) + 1), and v <= quantile_cont(q) <=> v <= x_(floor(h) + 1),
         since no value lies strictly between x_(floor(h) + 1) and x_(ceil(h) + 1).
+
+        A pair the chunk did not touch can only newly qualify when its merchant's thresholds
+        loosened (p90_n fell or w10_rank rose) or its merchant was not among the last call's; only
+        those merchants' pairs within W10 are returned. The last call's thresholds are not part
+        of the state: after a restart every merchant's pairs are returned once.
         """
         p90 = np.zeros(len(merchants), dtype=np.int64)
         w10 = np.zeros(len(merchants), dtype=np.int32)
         prefixes = []
+        last, self._last_thresholds = self._last_thresholds, {}
         for i, m in enumerate(merchants.tolist()):
             counts = np.cumsum(self.count_histogram[m])
             p90[i] = np.searchsorted(counts, _order_statistic(int(counts[-1]), count_quantile, above=True))
-            if m + 1 >= len(self._runs):
-                continue  # a merchant first met in the transactions: no weights
-            first, end = self._runs[m], self._runs[m + 1]
+            first, end = (self._runs[m], self._runs[m + 1]) if m + 1 < len(self._runs) else (0, 0)  # no weights: new merchant
             flags = np.cumsum(self._is_customer[first:end])
-            if not len(flags) or not flags[-1]:
-                continue
-            w10[i] = self._sorted_ranks[first + np.searchsorted(flags, _order_statistic(int(flags[-1]), weight_quantile, above=False))]
-            prefixes.append(self._by_rank[first : first + np.searchsorted(self._sorted_ranks[first:end], w10[i], side="right")])
+            if len(flags) and flags[-1]:
+                w10[i] = self._sorted_ranks[first + np.searchsorted(flags, _order_statistic(int(flags[-1]), weight_quantile, above=False))]
+            before = last.get(m)
+            self._last_thresholds[m] = (int(p90[i]), int(w10[i]))
+            if w10[i] and (before is None or p90[i] < before[0] or w10[i] > before[1]):
+                prefixes.append(self._by_rank[first : first + np.searchsorted(self._sorted_ranks[first:end], w10[i], side="right")])
         pairs = np.concatenate(prefixes) if prefixes else np.empty(0, dtype=np.int32)
         return UpgradeThresholds(merchants, p90, w10, pairs)
 

@@ -211,8 +211,8 @@ class DetectionEngine:
         """Evaluate the patterns over what the chunk can have changed; new detections by name.
 
         Only two kinds of pairs can newly qualify: those the chunk touched (their values changed)
-        and, at merchants over UPGRADE's size, those whose weight is within the merchant's W10
-        (the thresholds move as other customers change). The queries see just those pairs.
+        and, at merchants over UPGRADE's size whose thresholds loosened (P90 fell or W10 rose as
+        other customers changed), those whose weight is within W10. The queries see just those.
         """
         aggregates, config = self.aggregates, self.config
         large = np.flatnonzero(aggregates.total[: aggregates.merchants] > config.upgrade_min_merchant_transactions)

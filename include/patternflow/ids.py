@@ -23,6 +23,8 @@ class IdDictionary:
         self._ids = {name: i for i, name in enumerate(self.names)}
         if len(self._ids) != len(self.names):
             raise ValueError("an id dictionary cannot hold the same name twice")
+        self._array = pa.array(self.names, pa.string())
+        """The names as Arrow, for ``encode``'s vectorised lookup."""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -30,22 +32,23 @@ class IdDictionary:
     def encode(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """The id of every value (int32), giving new names the next ids in order of appearance.
 
-        Only the column's distinct values are looked up in Python: a 10,000-row chunk has a few
-        thousand, and the per-row mapping is one numpy take.
+        The lookup is Arrow's hash join of the values against the known names (``index_in``),
+        with no Python object per row; only names met for the first time go through Python.
         """
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        encoded = pc.dictionary_encode(values)
-        distinct = encoded.dictionary.to_pylist()
-        ids = list(map(self._ids.get, distinct))
-        if None in ids:
-            ids = [self._add(name) if i is None else i for name, i in zip(distinct, ids, strict=True)]
-        return np.asarray(ids, dtype=np.int32)[encoded.indices.to_numpy(zero_copy_only=False)]
-
-    def _add(self, name: str) -> int:
-        new = self._ids[name] = len(self.names)
-        self.names.append(name)
-        return new
+        if values.type != pa.string():  # e.g. large_string: the known names are string
+            values = values.cast(pa.string())
+        ids = pc.index_in(values, value_set=self._array)
+        if ids.null_count:
+            new = pc.unique(pc.filter(values, pc.is_null(ids)))  # in order of first appearance
+            first_new = len(self.names)
+            for name in new.to_pylist():
+                self._ids[name] = len(self.names)
+                self.names.append(name)
+            self._array = pa.concat_arrays([self._array, new])
+            ids = pc.coalesce(ids, pc.add(pc.index_in(values, value_set=new), first_new))
+        return ids.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
     def lookup(self, names: list[str]) -> np.ndarray:
         """Ids of names that must already be known (``KeyError`` otherwise)."""

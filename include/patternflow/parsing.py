@@ -84,25 +84,28 @@ def check_csv(data: bytes, source: str, target: pa.Schema) -> ParseResult:
     empty = target.empty_table()
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
-    body = data.rstrip(b"\r\n\t ")
-    if not body:
+    # The file without trailing whitespace is data[:end]; it is only copied out (body) for the
+    # detailed path, so that a large clean file is never held twice.
+    end = _stripped_length(data)
+    if not end:
         return ParseResult(empty, [Problem(1, None, "the file is empty")], 0)
-    file_problem = _encoding_problem(body)
+    file_problem = _encoding_problem(data, end)
     if file_problem:
         return ParseResult(empty, [file_problem], 0)
 
-    header_end = body.find(b"\n")
-    header_line = body if header_end < 0 else body[:header_end]
+    header_end = data.find(b"\n", 0, end)
+    header_line = data[:end] if header_end < 0 else data[:header_end]
     header_problem = _header_problem(header_line.decode("utf-8"), target.names)
     if header_problem:
         return ParseResult(empty, [header_problem], 0)
     if header_end < 0:
         return ParseResult(empty, [], 0)
 
-    fast = _parse_clean(body, target)
+    fast = _parse_clean(data, end, target)
     if fast is not None:
         return ParseResult(fast, [], fast.num_rows)
 
+    body = data[:end]
     ends_with_newline = data.rstrip(b"\t ").endswith(b"\n")
     last_line = body.count(b"\n") + 1
     raw, problems = _read_strings(body, target.names, last_line, ends_with_newline)
@@ -141,27 +144,39 @@ def check_csv(data: bytes, source: str, target: pa.Schema) -> ParseResult:
 # quotes and doubled single quotes, which the slow path handles.
 _NOT_CLEAN = (b'"', b" ", b"\t")
 _QUOTE, _NEWLINE = ord("'"), ord("\n")
+_DOUBLED_QUOTE = np.frombuffer(b"''", dtype=np.uint16)[0]
 # Blocks of this size are converted on parallel threads; each block ends at a line end.
 _FAST_BLOCK_BYTES = 1 << 18
+# Byte scans go through a large file in windows of this size, to bound their temporary arrays.
+_SCAN_WINDOW_BYTES = 1 << 22
+_TRAILING_WHITESPACE = b"\r\n\t "
 
 
-def _parse_clean(body: bytes, target: pa.Schema) -> pa.Table | None:
-    """The fast path for a well-formed file: typed parsing in one pass, or None to check in detail.
+def _stripped_length(data: bytes) -> int:
+    """``len(data.rstrip(b"\\r\\n\\t "))`` without copying the data."""
+    end = len(data)
+    while end and data[end - 1] in _TRAILING_WHITESPACE:
+        end -= 1
+    return end
+
+
+def _parse_clean(data: bytes, end: int, target: pa.Schema) -> pa.Table | None:
+    """The fast path for a well-formed file (``data[:end]``): typed parsing in one pass, or None
+    to check in detail.
 
     pyarrow converts the typed columns itself with single quotes as the quote character, in
     blocks on parallel threads; any conversion error, a row count other than the line count (a
     quoted line end), or anything the byte scan cannot rule out sends the file to the slow path,
     which finds and names every problem.
     """
-    if any(marker in body for marker in _NOT_CLEAN):
+    if any(data.find(marker, 0, end) >= 0 for marker in _NOT_CLEAN):
         return None
-    raw = np.frombuffer(body, dtype=np.uint8)
-    quotes = raw == _QUOTE
-    if (quotes[1:] & quotes[:-1]).any():  # '' (numpy: a byte search is slow on quote-dense text)
+    lines = _count_lines_without_doubled_quotes(np.frombuffer(data, dtype=np.uint8, count=end))
+    if lines is None:
         return None
     try:
         table = pacsv.read_csv(
-            io.BytesIO(body),
+            pa.BufferReader(pa.py_buffer(data)[:end]),
             read_options=pacsv.ReadOptions(use_threads=True, skip_rows=1, column_names=target.names, block_size=_FAST_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(quote_char="'", ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
@@ -170,7 +185,7 @@ def _parse_clean(body: bytes, target: pa.Schema) -> pa.Table | None:
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != np.count_nonzero(raw == _NEWLINE):
+    if table.num_rows != lines:
         return None
     if not table.num_rows:
         return table
@@ -188,15 +203,36 @@ def _parse_clean(body: bytes, target: pa.Schema) -> pa.Table | None:
     return table
 
 
-def _encoding_problem(body: bytes) -> Problem | None:
-    nul = body.find(b"\x00")
+def _count_lines_without_doubled_quotes(raw: np.ndarray) -> int | None:
+    """The newlines in ``raw``, or None when two single quotes stand side by side ('').
+
+    numpy over windows of the data: a byte search for '' is slow on quote-dense text, and one
+    pass over a whole large file would allocate arrays the size of the file. Two adjacent bytes
+    are one 16-bit word at an even or at an odd offset, so each window is compared as words twice.
+    """
+    lines = 0
+    for first in range(0, len(raw), _SCAN_WINDOW_BYTES):
+        window = raw[first : first + _SCAN_WINDOW_BYTES + 1]  # one byte of overlap for a pair across windows
+        for offset in (0, 1):
+            words = window[offset : offset + (len(window) - offset) // 2 * 2].view(np.uint16)
+            if (words == _DOUBLED_QUOTE).any():
+                return None
+        lines += np.count_nonzero(window[:_SCAN_WINDOW_BYTES] == _NEWLINE)
+    return lines
+
+
+def _encoding_problem(data: bytes, end: int) -> Problem | None:
+    """NUL bytes or bytes that are not UTF-8 in ``data[:end]``."""
+    nul = data.find(b"\x00", 0, end)
     if nul >= 0:
-        return Problem(body.count(b"\n", 0, nul) + 1, None, "binary data: NUL byte (is this a CSV text file?)")
+        return Problem(data.count(b"\n", 0, nul) + 1, None, "binary data: NUL byte (is this a CSV text file?)")
+    if data.isascii():
+        return None
     try:
-        body.decode("utf-8")
+        data[:end].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = body.count(b"\n", 0, exc.start) + 1
-        return Problem(line, None, f"not UTF-8 text: byte 0x{body[exc.start]:02x} at offset {exc.start}")
+        line = data.count(b"\n", 0, exc.start) + 1
+        return Problem(line, None, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}")
     return None
 
 

@@ -8,10 +8,14 @@ run again with the same arguments resumes and ends with identical files.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
 
 from patternflow.chunking import ChunkedFile
 from patternflow.clock import Clock, now_ist
@@ -22,6 +26,9 @@ from patternflow.parsing import parse_transactions, read_importance
 from patternflow.state import StateStore
 from patternflow.store import LocalStore
 from patternflow.stream import commit, open_engine, write_files
+
+_TRAILING_WHITESPACE = b"\r\n\t "
+_TAIL_BYTES = 1 << 16
 
 
 @dataclass
@@ -58,24 +65,35 @@ def replay(
     state = StateStore(LocalStore(state_dir)) if state_dir is not None else None
     outputs = LocalStore(out)
     Path(out).mkdir(parents=True, exist_ok=True)
+    # The transactions first: their copies while being cut into chunks are then not on top of
+    # CustomerImportance's, read (and dropped) when the stream starts.
+    source = ChunkedFile(_read_stripped(transactions), config.chunk_size)
     engine = open_engine(state, lambda: read_importance(importance), config, clock)
-    source = ChunkedFile(Path(transactions).read_bytes(), config.chunk_size)
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
     last_commit = time.monotonic()
-    for index in range(engine.chunks_folded, source.chunks):
-        chunk = source.chunk(index)
-        result = engine.fold(index, _parse_chunk(chunk.data, str(transactions), index * config.chunk_size))
-        summary.files += write_files(outputs, "", result.files)
-        if time.monotonic() - last_commit >= commit_every:
-            commit(state, engine)
-            last_commit = time.monotonic()
-        summary.chunks += 1
-        summary.rows += result.rows
-        for pattern, n in result.new_detections.items():
-            summary.detections_by_pattern[pattern] += n
-        if on_chunk:
-            on_chunk(result, source.chunks)
+    with ThreadPoolExecutor(max_workers=1) as parser:
+        # Chunk i + 1 is parsed on a second thread while chunk i is folded (pyarrow and DuckDB
+        # release the GIL); a parse error still surfaces only when its chunk's turn comes.
+        def parse(index: int) -> Future[pa.Table]:
+            return parser.submit(_parse_chunk, source.chunk(index).data, str(transactions), index * config.chunk_size)
+
+        chunks = range(engine.chunks_folded, source.chunks)
+        parsed = parse(chunks[0]) if chunks else None
+        for index in chunks:
+            table = parsed.result()
+            parsed = parse(index + 1) if index + 1 < source.chunks else None
+            result = engine.fold(index, table)
+            summary.files += write_files(outputs, "", result.files)
+            if time.monotonic() - last_commit >= commit_every:
+                commit(state, engine)
+                last_commit = time.monotonic()
+            summary.chunks += 1
+            summary.rows += result.rows
+            for pattern, n in result.new_detections.items():
+                summary.detections_by_pattern[pattern] += n
+            if on_chunk:
+                on_chunk(result, source.chunks)
     if not engine.finished:
         summary.files += write_files(outputs, "", engine.finish())
     commit(state, engine)
@@ -84,7 +102,21 @@ def replay(
     return summary
 
 
-def _parse_chunk(data: bytes, source: str, rows_before: int):
+def _read_stripped(path: str | Path) -> bytes:
+    """The file's bytes less trailing whitespace, which ``ChunkedFile`` strips anyway: read so,
+    its strip returns the same object instead of one more copy of the whole file."""
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        tail_start = max(0, size - _TAIL_BYTES)
+        file.seek(tail_start)
+        end = tail_start + len(file.read().rstrip(_TRAILING_WHITESPACE))
+        file.seek(0)
+        if end == tail_start and tail_start:  # more trailing whitespace than the tail read
+            return file.read().rstrip(_TRAILING_WHITESPACE)
+        return file.read(end)
+
+
+def _parse_chunk(data: bytes, source: str, rows_before: int) -> pa.Table:
     """Parse one chunk of ``source``, reporting problems at their line in the whole file."""
     try:
         return parse_transactions(data, source)

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from patternflow.aggregates import PAIRS_SCHEMA, PairAggregates, _order_statistic
@@ -45,35 +45,51 @@ def starting_pairs(ranks: list[list[int]]) -> pa.Table:
     return pa.table(columns, schema=PAIRS_SCHEMA)
 
 
+def expected_thresholds(table: list[dict], merchants: np.ndarray, count_q: Decimal, weight_q: Decimal) -> dict:
+    """merchant -> (p90_n, w10_rank), straight from the definitions."""
+    expected = {}
+    for m in merchants.tolist():
+        customers_of_m = [p for p in table if p["merchant"] == m and p["n"] >= 1]
+        counts = [p["n"] for p in customers_of_m]
+        weights = [p["weight_rank"] for p in customers_of_m if p["weight_rank"] >= 1]
+        p90_n = min(c for c in counts if c >= quantile_cont(counts, count_q))
+        expected[m] = (p90_n, max(w for w in weights if w <= quantile_cont(weights, weight_q)) if weights else 0)
+    return expected
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=8), min_size=1, max_size=3),
     st.lists(st.lists(st.tuples(st.integers(0, 11), st.integers(0, 3)), min_size=1, max_size=12), min_size=1, max_size=5),
 )
+# Customer 0 (rank 1, the W10) has 1 transaction against customer 1's 3 (P90 = 3); then nine new
+# customers without a weight, one transaction each, bring P90 down to 1: customer 0 qualifies
+# in a chunk that does not touch it.
+@example(ranks=[[1, 2]], chunks=[[(0, 0), (1, 0), (1, 0), (1, 0)], [(c, 0) for c in range(2, 11)]])
 def test_upgrade_thresholds_follow_the_folds(ranks, chunks):
-    """After every fold the thresholds and candidate pairs equal those computed from scratch,
-    here and in aggregates rebuilt from a snapshot (a resumed stream)."""
+    """After every fold the thresholds equal those computed from scratch, and the pairs returned
+    hold every pair within W10 that newly qualifies without the chunk touching it; aggregates
+    rebuilt from a snapshot (a resumed stream) return every pair within W10."""
     count_q, weight_q = Decimal("0.9"), Decimal("0.1")
     aggregates = PairAggregates(starting_pairs(ranks), 12, 4)
+    qualified: set[int] = set()
     for chunk in chunks:
         customers, merchants = np.array([c for c, _ in chunk], np.int32), np.array([m for _, m in chunk], np.int32)
         pairs = aggregates.pair_ids(customers, merchants, 12, 4)
         touched, n = np.unique(pairs, return_counts=True)
         aggregates.add(touched, n, n * 100, np.ones(len(touched), np.uint8))
-        for current in (aggregates, PairAggregates(aggregates.to_table(), 12, 4)):
-            table = current.to_table().to_pylist()
-            merchants_with_customers = np.array(sorted({p["merchant"] for p in table if p["n"] >= 1}), dtype=np.int64)
-            found = current.upgrade_thresholds(merchants_with_customers, count_q, weight_q)
-            for m, p90_n, w10_rank in zip(found.merchants, found.p90_n, found.w10_rank, strict=True):
-                customers_of_m = [p for p in table if p["merchant"] == m and p["n"] >= 1]
-                counts = [p["n"] for p in customers_of_m]
-                assert p90_n == min(c for c in counts if c >= quantile_cont(counts, count_q))
-                weights = [p["weight_rank"] for p in customers_of_m if p["weight_rank"] >= 1]
-                assert w10_rank == (max(w for w in weights if w <= quantile_cont(weights, weight_q)) if weights else 0)
-            expected = {
-                i
-                for i, p in enumerate(table)
-                if p["merchant"] in merchants_with_customers
-                and 1 <= p["weight_rank"] <= found.w10_rank[list(found.merchants).index(p["merchant"])]
-            }
-            assert sorted(found.pairs.tolist()) == sorted(expected)
+        table = aggregates.to_table().to_pylist()
+        large = np.array(sorted({p["merchant"] for p in table if p["n"] >= 1}), dtype=np.int64)
+        expected = expected_thresholds(table, large, count_q, weight_q)
+        within_w10 = {i for i, p in enumerate(table) if p["merchant"] in expected and 1 <= p["weight_rank"] <= expected[p["merchant"]][1]}
+        now = {i for i in within_w10 if table[i]["n"] >= max(1, expected[table[i]["merchant"]][0])}
+
+        found = aggregates.upgrade_thresholds(large, count_q, weight_q)
+        assert dict(zip(found.merchants.tolist(), zip(found.p90_n.tolist(), found.w10_rank.tolist(), strict=True), strict=True)) == expected
+        assert set(found.pairs.tolist()) <= within_w10
+        assert now - qualified - set(touched.tolist()) <= set(found.pairs.tolist())
+        qualified = now
+
+        resumed = PairAggregates(aggregates.to_table(), 12, 4).upgrade_thresholds(large, count_q, weight_q)
+        assert resumed.p90_n.tolist() == found.p90_n.tolist() and resumed.w10_rank.tolist() == found.w10_rank.tolist()
+        assert sorted(resumed.pairs.tolist()) == sorted(within_w10)

@@ -22,6 +22,14 @@ def test_ids_are_given_in_order_of_first_appearance_and_kept():
     assert ids.lookup(["d", "b"]).tolist() == [3, 0]
 
 
+def test_new_names_among_known_ones_get_ids_in_order_of_first_appearance():
+    ids = IdDictionary(["b", "a"])
+    assert ids.encode(pa.array(["e", "a", "f", "e", "b", "f"])).tolist() == [2, 1, 3, 2, 0, 3]
+    assert ids.encode(pa.array(["f", "g"])).tolist() == [3, 4]
+    assert ids.names == ["b", "a", "e", "f", "g"]
+    assert ids.encode(pa.array(["g", "h"], pa.large_string())).tolist() == [4, 5]
+
+
 def test_id_dictionary_round_trips_through_a_table():
     ids = IdDictionary()
     ids.encode(pa.array(["'C1'", "C 2", "é"]))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patternflow import schema
+from patternflow import parsing, schema
 from patternflow.errors import InputError
 from patternflow.parsing import check_csv, parse_importance, parse_transactions, read_transactions
 from tests.conftest import HEADER, IMPORTANCE_HEADER, write
@@ -271,3 +272,17 @@ def test_fuzz_returns_a_table_or_raises_input_error(data: bytes):
         assert exc.problems and all(p.line >= 1 for p in exc.problems)
     else:
         assert isinstance(table, pa.Table) and table.schema == schema.TRANSACTIONS
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 4, 64])
+def test_byte_scan_finds_doubled_quotes_and_counts_lines_across_windows(monkeypatch, window):
+    monkeypatch.setattr(parsing, "_SCAN_WINDOW_BYTES", window)
+    for text in (b"a'b\n'c'\n\nd''", b"''", b"x\n'a''b'\n", b"'a'\n'b'\n" * 5):
+        raw = np.frombuffer(text, dtype=np.uint8)
+        expected = None if b"''" in text else text.count(b"\n")
+        assert parsing._count_lines_without_doubled_quotes(raw) == expected
+
+
+def test_stripped_length_is_that_of_rstrip():
+    for data in (b"", b"\n", b"a,b\r\n \t\n", b"a \tb", b"  "):
+        assert parsing._stripped_length(data) == len(data.rstrip(b"\r\n\t "))

@@ -21,10 +21,22 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import pyarrow as pa
+
+from patternflow import schema
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
-from patternflow.layout import PATTERNS, chunk_key, end_of_stream_key, importance_key, metrics_key
-from patternflow.parsing import parse_importance, parse_transactions
+from patternflow.errors import InputError
+from patternflow.layout import (
+    PATTERNS,
+    chunk_key,
+    end_of_stream_key,
+    importance_key,
+    metrics_key,
+    quarantine_report_key,
+    quarantined_chunk_key,
+)
+from patternflow.parsing import check_csv, parse_importance
 from patternflow.producer import load_manifest
 from patternflow.settings import PipelineSettings
 from patternflow.state import StateStore
@@ -43,6 +55,7 @@ class ChunkMetrics:
     finished_at: float
     new_detections: dict[str, int]
     files: list[str]
+    rows_quarantined: int = 0
     committed_at: float | None = None
 
     @property
@@ -108,9 +121,12 @@ def detect(
             except KeyError:
                 break
             started = wall()
-            result = engine.fold(index, parse_transactions(stored.data, _uri(settings, key)))
+            table, rows_set_aside = accept_chunk(store, settings, index, stored.data)
+            result = engine.fold(index, table)
             files = write_files(store, settings.output_prefix, result.files)
-            metrics.append(ChunkMetrics(index, result.rows, stored.written_at, started, wall(), result.new_detections, files))
+            metrics.append(
+                ChunkMetrics(index, result.rows, stored.written_at, started, wall(), result.new_detections, files, rows_set_aside)
+            )
         final_files: list[str] = []
         if engine.chunks_folded == manifest.chunks and store.exists(end_of_stream_key(settings)):
             final_files = write_files(store, settings.output_prefix, engine.finish())
@@ -127,6 +143,51 @@ def detect(
         engine.close()
     log.info("%s", report.describe())
     return report
+
+
+def accept_chunk(store: ObjectStore, settings: PipelineSettings, index: int, data: bytes) -> tuple[pa.Table, int]:
+    """The rows of chunk ``index`` to fold, and how many were set aside, by the bad-chunk policy.
+
+    - quarantine: a chunk with any problem is moved to the quarantine prefix with a JSON report
+      of every bad line and field, and folded as empty, so the stream goes on;
+    - skip_rows: its good rows are folded, the bad ones reported (a file-level problem such as a
+      bad header leaves no good row, and the chunk is quarantined);
+    - halt: the run fails with the parser's error (file, line, field).
+    """
+    source = _uri(settings, chunk_key(settings, index))
+    checked = check_csv(data, source, schema.TRANSACTIONS)
+    if not checked.problems:
+        return checked.table, 0
+    if settings.bad_chunk_policy == "halt":
+        raise InputError(source, checked.problems)
+    keep_rows = settings.bad_chunk_policy == "skip_rows" and checked.table.num_rows > 0
+    set_aside = checked.rows_read - checked.table.num_rows if keep_rows else checked.rows_read
+    report = {
+        "chunk": index,
+        "source": source,
+        "policy": settings.bad_chunk_policy,
+        "action": "bad rows skipped, good rows folded" if keep_rows else "chunk quarantined, no row folded",
+        "rows_read": checked.rows_read,
+        "rows_folded": checked.table.num_rows if keep_rows else 0,
+        "problems": [{"line": p.line, "field": p.field, "message": p.message} for p in checked.problems],
+    }
+    store.put(quarantine_report_key(settings, index), json.dumps(report, indent=1).encode())
+    if not keep_rows:
+        store.put(quarantined_chunk_key(settings, index), data)
+        store.delete([chunk_key(settings, index)])
+    first = checked.problems[0]
+    log.error(
+        "chunk %s: %s problem(s), first at line %s field %s: %s; %s (report: s3://%s/%s)",
+        index,
+        len(checked.problems),
+        first.line,
+        first.field,
+        first.message,
+        report["action"],
+        settings.bucket,
+        quarantine_report_key(settings, index),
+    )
+    return (checked.table if keep_rows else schema.TRANSACTIONS.empty_table()), set_aside
 
 
 def _summarise(report: DetectionReport, metrics: list[ChunkMetrics], final_files: list[str]) -> None:

@@ -38,3 +38,13 @@ def current_state_key(settings: PipelineSettings) -> str:
 
 def metrics_key(settings: PipelineSettings, first_chunk: int) -> str:
     return f"{settings.state_prefix}metrics/run_{first_chunk:08d}.json"
+
+
+def quarantined_chunk_key(settings: PipelineSettings, index: int) -> str:
+    """Where a malformed chunk is moved; the producer counts it as uploaded."""
+    return f"{settings.quarantine_prefix}chunk_{index}.csv"
+
+
+def quarantine_report_key(settings: PipelineSettings, index: int) -> str:
+    """The JSON report naming every bad line and field of chunk ``index``."""
+    return f"{settings.quarantine_prefix}chunk_{index}.json"

@@ -9,6 +9,7 @@ stays cheap for the DAG processor.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -104,6 +105,10 @@ class NextChunkSensor(S3KeySensor):
     It runs deferred (the triggerer polls S3; no worker slot is held while waiting). On a
     finished stream there is nothing to wait for: a manual run is skipped, and the continuous
     schedule idles, deferred on a timer, until the stream is reset and a new one begins.
+
+    Chunks that arrive out of order wait for the gap to close; a gap open longer than
+    ``gap_timeout_seconds`` fails the run with a message naming the missing chunk. The wait is
+    deferred in slices of at most that long, each ending with a fresh look at the gap.
     """
 
     def __init__(self, *, idle_seconds: float = 30.0, **kwargs: Any) -> None:
@@ -120,20 +125,38 @@ class NextChunkSensor(S3KeySensor):
 
     def execute(self, context: Any, event: Any = None) -> None:
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from patternflow.status import expected_key
+        from patternflow.status import expected_key, open_gap
 
         settings = settings_for(context["params"])
         self.bucket_name = settings.bucket
         self.aws_conn_id = settings.aws_conn_id
         self.poke_interval = settings.poke_interval_seconds
-        key = expected_key(s3_store(settings), settings)
+        store = s3_store(settings)
+        key = expected_key(store, settings)
         if key is None:
             if context["dag_run"].run_type != "scheduled":
                 raise AirflowSkipException("the stream is finished: nothing to wait for (reset it to start another)")
             self.log.info("the stream is finished; idling %s s before looking for a new stream", self.idle_seconds)
             self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.idle_seconds)), method_name="execute")
         self.bucket_key = key
+        self.timeout = settings.gap_timeout_seconds
+        gap = open_gap(store, settings)
+        if gap is not None:
+            now = time.time()
+            if now - gap.since >= settings.gap_timeout_seconds:
+                raise AirflowFailException(f"{gap.describe(now)}; gave up after gap_timeout_seconds={settings.gap_timeout_seconds:g}")
+            self.timeout = settings.gap_timeout_seconds - (now - gap.since)
+            self.log.warning("%s; waiting at most %.0f s more", gap.describe(now), self.timeout)
         self.log.info("waiting for s3://%s/%s", settings.bucket, key)
         super().execute(context)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """A wait that timed out is looked at again: it fails on an old gap, or waits once more."""
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowSensorTimeout:
+            return self.execute(context)

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from patternflow.chunking import ChunkedFile, assemble
 from patternflow.clock import iso_ist_epoch
 from patternflow.errors import PatternflowError
-from patternflow.layout import chunk_key, end_of_stream_key, importance_key, manifest_key
+from patternflow.layout import chunk_key, end_of_stream_key, importance_key, manifest_key, quarantined_chunk_key
 from patternflow.parsing import parse_importance
-from patternflow.settings import PipelineSettings
+from patternflow.settings import PREFIXES, PipelineSettings
 from patternflow.sources import SourceOpener
 from patternflow.store import ObjectStore
 
@@ -95,8 +95,8 @@ def produce(store: ObjectStore, settings: PipelineSettings, open_source: SourceO
     else:
         _check_same_stream(manifest, settings)
     report.chunks = manifest.chunks
-    present = set(store.list(settings.chunks_prefix))
-    first_missing = next((i for i in range(manifest.chunks) if chunk_key(settings, i) not in present), manifest.chunks)
+    present = set(store.list(settings.chunks_prefix)) | set(store.list(settings.quarantine_prefix))
+    first_missing = next((i for i in range(manifest.chunks) if not _uploaded(settings, i, present)), manifest.chunks)
     due = manifest.chunks if fast else min(manifest.chunks, math.floor((now - manifest.started_epoch) / manifest.tick_seconds) + 1)
     if first_missing < due:
         source = open_source(manifest.transactions)
@@ -135,6 +135,11 @@ def produce(store: ObjectStore, settings: PipelineSettings, open_source: SourceO
             " (stream complete)" if report.end_of_stream else "",
         )
     return report
+
+
+def _uploaded(settings: PipelineSettings, index: int, present: set[str]) -> bool:
+    """On S3, or moved to quarantine by the detector (uploading it again would not help)."""
+    return chunk_key(settings, index) in present or quarantined_chunk_key(settings, index) in present
 
 
 def start_stream(store: ObjectStore, settings: PipelineSettings, open_source: SourceOpener, now: float) -> StreamManifest:
@@ -181,9 +186,9 @@ def _check_same_stream(manifest: StreamManifest, settings: PipelineSettings) -> 
 
 
 def reset_stream(store: ObjectStore, settings: PipelineSettings) -> dict[str, int]:
-    """Delete one stream's chunks, reference data, state and detections; nothing else in the bucket."""
+    """Delete one stream's chunks, reference data, state, detections and quarantine; nothing else."""
     removed = {}
-    for prefix in (settings.chunks_prefix, settings.reference_prefix, settings.state_prefix, settings.output_prefix):
+    for prefix in (getattr(settings, name) for name in PREFIXES):
         keys = store.list(prefix)
         store.delete(keys)
         removed[prefix] = len(keys)

@@ -39,6 +39,10 @@ class SettingsError(PatternflowError):
     """A setting has a value the pipeline cannot use."""
 
 
+PREFIXES = ("chunks_prefix", "reference_prefix", "state_prefix", "output_prefix", "quarantine_prefix")
+BAD_CHUNK_POLICIES = ("quarantine", "skip_rows", "halt")
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     bucket: str = "patternflow"
@@ -63,14 +67,20 @@ class PipelineSettings:
     """Most chunks one detection run takes; the rest wait for the next run."""
     poke_interval_seconds: float = 0.5
     """How often the deferred sensor looks for the next chunk."""
+    quarantine_prefix: str = "quarantine/"
+    """Where malformed chunks and their reports are moved."""
+    bad_chunk_policy: str = "quarantine"
+    """A malformed chunk: quarantine (move it aside with a report, go on), skip_rows (fold its good rows, report the bad), or halt."""
+    gap_timeout_seconds: float = 300.0
+    """How long a missing chunk may hold up later ones before the detection run fails naming it."""
     aws_conn_id: str = "aws_default"
     """Airflow connection for S3: endpoint, region and credentials come from it."""
 
     def __post_init__(self) -> None:
-        for name in ("chunks_prefix", "reference_prefix", "state_prefix", "output_prefix"):
+        for name in PREFIXES:
             object.__setattr__(self, name, normalise_prefix(getattr(self, name), name))
         validate_bucket(self.bucket)
-        prefixes = {name: getattr(self, name) for name in ("chunks_prefix", "reference_prefix", "state_prefix", "output_prefix")}
+        prefixes = {name: getattr(self, name) for name in PREFIXES}
         for a, pa_ in prefixes.items():
             for b, pb in prefixes.items():
                 if a < b and (pa_.startswith(pb) or pb.startswith(pa_)):
@@ -79,10 +89,12 @@ class PipelineSettings:
             raise SettingsError(f"chunk_size must be at least 1, got {self.chunk_size}")
         if self.max_chunks_per_run < 1:
             raise SettingsError(f"max_chunks_per_run must be at least 1, got {self.max_chunks_per_run}")
-        for name in ("tick_seconds", "poke_interval_seconds"):
+        for name in ("tick_seconds", "poke_interval_seconds", "gap_timeout_seconds"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and 0 < value <= 3600):
-                raise SettingsError(f"{name} must be more than 0 and at most 3600 seconds, got {value}")
+            if not (math.isfinite(value) and 0 < value <= 86_400):
+                raise SettingsError(f"{name} must be more than 0 and at most 86400 seconds, got {value}")
+        if self.bad_chunk_policy not in BAD_CHUNK_POLICIES:
+            raise SettingsError(f"bad_chunk_policy must be one of {', '.join(BAD_CHUNK_POLICIES)}, got {self.bad_chunk_policy!r}")
         for name in ("transactions", "importance"):
             if not getattr(self, name):
                 raise SettingsError(f"{name} must name a file")

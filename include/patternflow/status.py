@@ -7,9 +7,10 @@ Cheap to call every second: two small JSON objects (the stream manifest and the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
-from patternflow.layout import PATTERNS, chunk_key, current_state_key, end_of_stream_key, manifest_key
+from patternflow.layout import PATTERNS, chunk_key, current_state_key, end_of_stream_key, manifest_key, quarantined_chunk_key
 from patternflow.settings import PipelineSettings
 from patternflow.store import ObjectStore
 
@@ -59,9 +60,10 @@ def read_progress(store: ObjectStore, settings: PipelineSettings, count_uploads:
     except (KeyError, ValueError):
         pass
     if count_uploads:
-        keys = set(store.list(settings.chunks_prefix))
+        keys = set(store.list(settings.chunks_prefix)) | set(store.list(settings.quarantine_prefix))
         total = progress.chunks_total or 0
-        progress.chunks_uploaded = next((i for i in range(total) if chunk_key(settings, i) not in keys), total)
+        missing = (i for i in range(total) if chunk_key(settings, i) not in keys and quarantined_chunk_key(settings, i) not in keys)
+        progress.chunks_uploaded = next(missing, total)
         progress.end_of_stream_marker = end_of_stream_key(settings) in keys
     return progress
 
@@ -83,3 +85,32 @@ def expected_key(store: ObjectStore, settings: PipelineSettings) -> str | None:
     if progress.chunks_total is not None and progress.chunks_folded >= progress.chunks_total:
         return end_of_stream_key(settings)
     return chunk_key(settings, progress.chunks_folded)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Chunk ``missing`` is not on S3 although a later chunk, ``later``, has been since ``since``."""
+
+    missing: int
+    later: int
+    since: float
+
+    def describe(self, now: float) -> str:
+        return (
+            f"chunk {self.missing} is missing: chunk {self.later} arrived {now - self.since:.0f} s ago and later chunks "
+            f"wait behind it (chunks are folded in order, each exactly once)"
+        )
+
+
+def open_gap(store: ObjectStore, settings: PipelineSettings) -> Gap | None:
+    """An out-of-order arrival holding up the stream, if there is one."""
+    progress = read_progress(store, settings)
+    if progress.finished:
+        return None
+    missing = progress.chunks_folded
+    pattern = re.compile(re.escape(settings.chunks_prefix) + r"chunk_(\d+)\.csv")
+    later = sorted(int(m.group(1)) for key in store.list(settings.chunks_prefix) if (m := pattern.fullmatch(key)))
+    later = [i for i in later if i > missing]
+    if not later or store.exists(chunk_key(settings, missing)):
+        return None
+    return Gap(missing, later[0], store.fetch(chunk_key(settings, later[0])).written_at)

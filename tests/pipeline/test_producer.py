@@ -130,6 +130,7 @@ def test_reset_removes_one_streams_objects_and_nothing_else(stream):
     store.put(settings.output_prefix + "detection_0.csv", b"x")
     store.put("keep/me.csv", b"mine")
     store.put("transaction_chunks_archive/old.csv", b"old")
+    store.put(settings.quarantine_prefix + "chunk_3.json", b"{}")
     removed = reset_stream(store, settings)
-    assert removed == {"transaction_chunks/": 14, "reference/": 1, "state/": 1, "output_detections/": 1}
+    assert removed == {"transaction_chunks/": 14, "reference/": 1, "state/": 1, "output_detections/": 1, "quarantine/": 1}
     assert store.list("") == ["keep/me.csv", "transaction_chunks_archive/old.csv"]

@@ -1,0 +1,119 @@
+"""Malformed chunks under each bad-chunk policy, and chunks that arrive out of order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from patternflow.detector import detect
+from patternflow.errors import InputError
+from patternflow.layout import chunk_key, quarantine_report_key, quarantined_chunk_key
+from patternflow.producer import produce
+from patternflow.s3 import S3Store
+from patternflow.settings import PipelineSettings
+from patternflow.sources import source_opener
+from patternflow.status import open_gap, read_progress
+from tests.helpers import file_rows, lively_config
+
+CHUNK = 5_000
+
+
+def stream(s3_client, bucket, banksim, **extra) -> tuple[S3Store, PipelineSettings]:
+    settings = PipelineSettings(
+        bucket=bucket, transactions=str(banksim.transactions), importance=str(banksim.importance), chunk_size=CHUNK, **extra
+    )
+    store = S3Store(s3_client, bucket)
+    produce(store, settings, source_opener(lambda: s3_client), 0.0, fast=True)
+    return store, settings
+
+
+def finish(store: S3Store, settings: PipelineSettings) -> dict[str, list[list[str]]]:
+    for _ in range(20):
+        if detect(store, settings, lively_config(CHUNK)).end_of_stream:
+            break
+    return {k.rsplit("/", 1)[1]: [r[2:] for r in file_rows(store.get(k).decode())] for k in store.list(settings.output_prefix)}
+
+
+def edit_chunk(store: S3Store, settings: PipelineSettings, index: int, edit) -> None:
+    lines = store.get(chunk_key(settings, index)).decode().splitlines()
+    store.put(chunk_key(settings, index), ("\n".join(edit(lines)) + "\n").encode())
+
+
+def bad_amount(lines: list[str]) -> list[str]:
+    fields = lines[3].split(",")
+    fields[8] = "12.x4"
+    return [*lines[:3], ",".join(fields), *lines[4:]]
+
+
+def test_a_malformed_chunk_is_quarantined_with_a_report_and_the_stream_goes_on(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    original = store.get(chunk_key(settings, 1))
+    edit_chunk(store, settings, 1, bad_amount)
+    bad = store.get(chunk_key(settings, 1))
+    files = finish(store, settings)
+
+    assert not store.exists(chunk_key(settings, 1))
+    assert store.get(quarantined_chunk_key(settings, 1)) == bad
+    report = json.loads(store.get(quarantine_report_key(settings, 1)))
+    assert report["policy"] == "quarantine" and report["rows_folded"] == 0 and report["rows_read"] == CHUNK
+    assert report["problems"] == [{"line": 4, "field": "amount", "message": "not a decimal number: '12.x4'"}]
+    progress = read_progress(store, settings, count_uploads=True)
+    assert (progress.finished, progress.chunks_folded, progress.rows_folded, progress.chunks_uploaded) == (True, 12, 55_000, 12)
+    assert produce(store, settings, source_opener(lambda: s3_client), 99.0, fast=True).uploaded == []  # not uploaded again
+    assert original != bad and files
+
+
+def test_quarantine_gives_the_files_of_a_stream_without_that_chunks_rows(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    edit_chunk(store, settings, 1, bad_amount)
+    quarantined = finish(store, settings)
+
+    s3_client.create_bucket(Bucket=bucket + "-ref")
+    reference, ref_settings = stream(s3_client, bucket + "-ref", small_banksim)
+    edit_chunk(reference, ref_settings, 1, lambda lines: lines[:1])  # header only: no rows
+    assert quarantined == finish(reference, ref_settings)
+
+
+def test_skip_rows_folds_the_good_rows_and_reports_the_bad(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, bad_chunk_policy="skip_rows")
+    edit_chunk(store, settings, 1, bad_amount)
+    skipped = finish(store, settings)
+    report = json.loads(store.get(quarantine_report_key(settings, 1)))
+    assert (report["rows_read"], report["rows_folded"], report["problems"][0]["line"]) == (CHUNK, CHUNK - 1, 4)
+    assert store.exists(chunk_key(settings, 1)) and not store.exists(quarantined_chunk_key(settings, 1))
+    assert read_progress(store, settings).rows_folded == 60_000 - 1
+
+    s3_client.create_bucket(Bucket=bucket + "-ref")
+    reference, ref_settings = stream(s3_client, bucket + "-ref", small_banksim)
+    edit_chunk(reference, ref_settings, 1, lambda lines: [*lines[:3], *lines[4:]])  # without the bad row
+    assert skipped == finish(reference, ref_settings)
+
+
+def test_skip_rows_quarantines_a_chunk_with_no_usable_row(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, bad_chunk_policy="skip_rows")
+    edit_chunk(store, settings, 2, lambda lines: ["step;customer;amount", *lines[1:]])
+    finish(store, settings)
+    assert store.exists(quarantined_chunk_key(settings, 2))
+    assert json.loads(store.get(quarantine_report_key(settings, 2)))["problems"][0]["line"] == 1
+
+
+@pytest.mark.parametrize("damage", [lambda lines: [], lambda lines: [*lines[:-1], lines[-1][:20]]], ids=["empty", "truncated"])
+def test_halt_fails_the_run_naming_the_object_line_and_field(small_banksim, s3_client, bucket, damage):
+    store, settings = stream(s3_client, bucket, small_banksim, bad_chunk_policy="halt")
+    edit_chunk(store, settings, 1, damage)
+    with pytest.raises(InputError, match=rf"s3://{bucket}/transaction_chunks/chunk_1.csv, line \d+"):
+        detect(store, settings, lively_config(CHUNK))
+    assert read_progress(store, settings).chunks_folded == 0
+    assert store.list(settings.quarantine_prefix) == []
+
+
+def test_a_gap_is_seen_and_names_the_missing_chunk(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    detect(store, PipelineSettings(**{**settings.to_json(), "max_chunks_per_run": 3}), lively_config(CHUNK))
+    assert open_gap(store, settings) is None
+    store.delete([chunk_key(settings, 3), chunk_key(settings, 4)])
+    gap = open_gap(store, settings)
+    assert (gap.missing, gap.later) == (3, 5)
+    assert gap.describe(gap.since + 42).startswith("chunk 3 is missing: chunk 5 arrived 42 s ago")
+    assert detect(store, settings, lively_config(CHUNK)).chunks == []  # later chunks wait for the gap

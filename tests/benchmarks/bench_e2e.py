@@ -23,9 +23,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def largest_backlog(metrics: list[dict]) -> int:
-    """Most chunks uploaded but not yet committed at any one time."""
-    events = sorted([(m["uploaded_at"], 1) for m in metrics] + [(m["committed_at"], -1) for m in metrics])
+def largest_backlog(metrics: list[dict], until: str = "committed_at") -> int:
+    """Most chunks uploaded but not yet taken (``started_at``) or committed at any one time."""
+    events = sorted([(m["uploaded_at"], 1) for m in metrics] + [(m[until], -1) for m in metrics])
     backlog = largest = 0
     for _, step in events:
         backlog += step
@@ -42,7 +42,11 @@ def report(metrics: list[dict]) -> None:
         f"  upload -> commit lag: median {statistics.median(lags):.2f} s   p95 {percentile(lags, 0.95):.2f} s   "
         f"min {min(lags):.2f} s   max {max(lags):.2f} s"
     )
-    print(f"  largest backlog: {largest_backlog(metrics)} chunks   whole stream: {span:.1f} s from the first upload to the last commit")
+    print(
+        f"  largest backlog: {largest_backlog(metrics, 'started_at')} chunks waiting to be taken, "
+        f"{largest_backlog(metrics)} uploaded but not yet committed"
+    )
+    print(f"  whole stream: {span:.1f} s from the first upload to the last commit")
     print("  lag distribution (s):")
     for low in range(0, int(max(lags)) + 1):
         count = sum(low <= lag < low + 1 for lag in lags)

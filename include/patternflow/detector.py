@@ -14,8 +14,10 @@ next to the state after the commit, for the progress display and the benchmarks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +32,8 @@ from patternflow.errors import InputError
 from patternflow.layout import (
     PATTERNS,
     chunk_key,
+    conflict_key,
+    digests_key,
     end_of_stream_key,
     importance_key,
     metrics_key,
@@ -73,12 +77,14 @@ class DetectionReport:
     lag_seconds: dict[str, float] = field(default_factory=dict)
     end_of_stream: bool = False
     state_version: int | None = None
+    conflicts: list[int] = field(default_factory=list)
+    """Folded chunks uploaded again with different bytes: reported and kept aside, never refolded."""
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
-        if not self.chunks and not self.files:
+        if not self.chunks and not self.files and not self.conflicts:
             return "no new chunk" + (" (stream finished)" if self.end_of_stream else "")
         taken = f"chunks {self.chunks[0]}..{self.chunks[-1]}" if self.chunks else "no chunk"
         found = ", ".join(f"{p} {n}" for p, n in self.new_detections.items())
@@ -88,6 +94,8 @@ class DetectionReport:
             else ""
         )
         end = "; end of stream: last file written" if self.end_of_stream else ""
+        if self.conflicts:
+            end += f"; CONFLICTS (re-uploaded with other bytes, kept aside): chunks {self.conflicts}"
         return f"{taken} ({self.rows:,} rows): new detections {found}; {len(self.files)} files written{lag}{end}"
 
 
@@ -109,6 +117,8 @@ def detect(
     reference = importance_key(settings)
     engine = open_engine(state, lambda: parse_importance(store.get(reference), _uri(settings, reference)), config, clock)
     try:
+        folded_digests = _load_digests(store, settings)
+        report.conflicts = find_conflicts(store, settings, folded_digests, engine.chunks_folded)
         if engine.finished:
             report.end_of_stream = True
             return report
@@ -122,6 +132,7 @@ def detect(
                 break
             started = wall()
             table, rows_set_aside = accept_chunk(store, settings, index, stored.data)
+            folded_digests[str(index)] = hashlib.md5(stored.data).hexdigest()
             result = engine.fold(index, table)
             files = write_files(store, settings.output_prefix, result.files)
             metrics.append(
@@ -138,11 +149,53 @@ def detect(
                 chunk.committed_at = committed
             if metrics:
                 store.put(metrics_key(settings, metrics[0].index), json.dumps([asdict(m) for m in metrics]).encode())
+                store.put(digests_key(settings), json.dumps(folded_digests).encode())
         _summarise(report, metrics, final_files)
     finally:
         engine.close()
     log.info("%s", report.describe())
     return report
+
+
+def _load_digests(store: ObjectStore, settings: PipelineSettings) -> dict[str, str]:
+    try:
+        return json.loads(store.get(digests_key(settings)))
+    except (KeyError, ValueError):
+        return {}
+
+
+def find_conflicts(store: ObjectStore, settings: PipelineSettings, folded: dict[str, str], chunks_folded: int) -> list[int]:
+    """Chunks already folded whose object now holds other bytes.
+
+    The same bytes again (a re-run producer tick) are ignored. Other bytes are never folded a
+    second time: they are copied to the quarantine prefix with a report, once, and logged as an
+    error. Chunks folded before a crash that lost their digest are not checked.
+    """
+    pattern = re.compile(re.escape(settings.chunks_prefix) + r"chunk_(\d+)\.csv")
+    conflicts = []
+    for key, digest in store.digests(settings.chunks_prefix).items():
+        match = pattern.fullmatch(key)
+        if not match or int(match.group(1)) >= chunks_folded:
+            continue
+        index = int(match.group(1))
+        if folded.get(str(index), digest) == digest:
+            continue
+        conflicts.append(index)
+        report_key = conflict_key(settings, index, digest, "json")
+        if store.exists(report_key):
+            continue
+        store.put(conflict_key(settings, index, digest, "csv"), store.get(key))
+        report = {"chunk": index, "folded_md5": folded[str(index)], "uploaded_md5": digest, "action": "kept aside, not folded"}
+        store.put(report_key, json.dumps(report, indent=1).encode())
+        log.error(
+            "CONFLICT: chunk %s was uploaded again with different bytes (md5 %s, folded as %s); not folded again, kept aside as s3://%s/%s",
+            index,
+            digest,
+            folded[str(index)],
+            settings.bucket,
+            conflict_key(settings, index, digest, "csv"),
+        )
+    return sorted(conflicts)
 
 
 def accept_chunk(store: ObjectStore, settings: PipelineSettings, index: int, data: bytes) -> tuple[pa.Table, int]:

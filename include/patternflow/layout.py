@@ -48,3 +48,12 @@ def quarantined_chunk_key(settings: PipelineSettings, index: int) -> str:
 def quarantine_report_key(settings: PipelineSettings, index: int) -> str:
     """The JSON report naming every bad line and field of chunk ``index``."""
     return f"{settings.quarantine_prefix}chunk_{index}.json"
+
+
+def digests_key(settings: PipelineSettings) -> str:
+    """MD5 of every chunk as it was folded, to tell a harmless re-upload from a conflicting one."""
+    return f"{settings.state_prefix}chunk_digests.json"
+
+
+def conflict_key(settings: PipelineSettings, index: int, digest: str, extension: str) -> str:
+    return f"{settings.quarantine_prefix}conflicts/chunk_{index}.{digest}.{extension}"

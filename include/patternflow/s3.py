@@ -54,6 +54,16 @@ class S3Store:
             keys.extend(item["Key"] for item in page.get("Contents", ()))
         return sorted(keys)
 
+    def digests(self, prefix: str) -> dict[str, str]:
+        """MD5 of each object under ``prefix``, from the listing's ETags (none for multipart uploads)."""
+        found: dict[str, str] = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                etag = item.get("ETag", "").strip('"')
+                if etag and "-" not in etag:
+                    found[item["Key"]] = etag
+        return found
+
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
             batch = [{"Key": key} for key in keys[start : start + 1000]]

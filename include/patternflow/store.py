@@ -7,6 +7,7 @@ temporary file renamed into place).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class ObjectStore(Protocol):
         """Keys that start with ``prefix``, sorted."""
 
     def delete(self, keys: list[str]) -> None: ...
+
+    def digests(self, prefix: str) -> dict[str, str]:
+        """MD5 (hex) of the objects under ``prefix`` whose digest is known without reading them."""
 
 
 class LocalStore:
@@ -83,6 +87,9 @@ class LocalStore:
             return []
         keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
         return sorted(k for k in keys if k.startswith(prefix))
+
+    def digests(self, prefix: str) -> dict[str, str]:
+        return {key: hashlib.md5(self.get(key)).hexdigest() for key in self.list(prefix)}
 
     def delete(self, keys: list[str]) -> None:
         root = self.root.resolve()

@@ -117,3 +117,23 @@ def test_a_gap_is_seen_and_names_the_missing_chunk(small_banksim, s3_client, buc
     assert (gap.missing, gap.later) == (3, 5)
     assert gap.describe(gap.since + 42).startswith("chunk 3 is missing: chunk 5 arrived 42 s ago")
     assert detect(store, settings, lively_config(CHUNK)).chunks == []  # later chunks wait for the gap
+
+
+def test_a_chunk_uploaded_again_is_ignored_if_identical_and_kept_aside_if_not(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    files = finish(store, settings)
+    same = store.get(chunk_key(settings, 2))
+    store.put(chunk_key(settings, 2), same)  # a re-run producer tick
+    assert detect(store, settings, lively_config(CHUNK)).conflicts == []
+
+    edit_chunk(store, settings, 3, lambda lines: [*lines[:5], *lines[6:]])  # other bytes under a folded chunk's key
+    report = detect(store, settings, lively_config(CHUNK))
+    assert report.conflicts == [3] and report.chunks == []
+    kept = [k for k in store.list(settings.quarantine_prefix + "conflicts/")]
+    assert len(kept) == 2 and kept[0].endswith(".csv") and kept[1].endswith(".json")
+    assert store.get(kept[0]) == store.get(chunk_key(settings, 3))
+    assert json.loads(store.get(kept[1]))["action"] == "kept aside, not folded"
+    assert detect(store, settings, lively_config(CHUNK)).conflicts == [3]  # still reported, kept aside once
+    assert len(store.list(settings.quarantine_prefix + "conflicts/")) == 2
+    assert finish(store, settings) == files
+    assert read_progress(store, settings).rows_folded == 60_000

@@ -14,6 +14,8 @@ from patternflow.sources import source_opener
 from tests.helpers import lively_config
 from tests.reliability.conftest import CHUNK, s3_files, stream_settings
 
+pytestmark = pytest.mark.slow
+
 
 def truncate(data: bytes) -> bytes:
     return data[: len(data) // 2]

@@ -75,9 +75,11 @@ class StateStore:
         return sorted(found)
 
     def current_version(self) -> int | None:
+        """The version ``CURRENT`` names; None when there is none or it is damaged (a commit then
+        numbers the new version after every version present, so no number is reused)."""
         try:
             return json.loads(self.store.get(self.current_key))["version"]
-        except KeyError:
+        except (KeyError, ValueError, TypeError):
             return None
 
     def load(self) -> LoadedState | None:
@@ -86,7 +88,8 @@ class StateStore:
             manifest = json.loads(self.store.get(self.current_key))
         except KeyError:
             return None
-        except ValueError:
+        except ValueError as exc:
+            log.error("%s is damaged (%s); using the newest intact version under %sversions/", self.current_key, exc, self.prefix)
             manifest = None
         candidates = [v for v in self.versions() if manifest is None or v <= manifest["version"]]
         skipped: list[int] = []

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run run-distributed data lock clean bench bench-e2e
+.PHONY: install test lint run run-distributed data lock clean bench bench-e2e bench-load
 
 install: $(STAMP)
 
@@ -58,3 +58,8 @@ bench: $(STAMP)
 # Upload-to-commit lag per chunk through make run's setup, full-size data, 1-second tick.
 bench-e2e: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_e2e
+
+# The producer at 10 chunks a second (tick 0.1 s): lag, backlog, the detection task's peak RSS.
+# SCALE=10 for ten times the BankSim volume.
+bench-load: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_load $(if $(SCALE),--scale $(SCALE))

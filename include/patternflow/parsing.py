@@ -13,7 +13,9 @@ What is rejected, each problem naming the file, the 1-based line and the field:
 - a row with too few or too many fields (called a truncated last line when it is the last line
   and the file does not end with a newline), a blank line between rows;
 - an empty value; a step that is not a whole number; a fraud flag other than 0 or 1;
-- an amount or weight that is not a decimal number, or has non-zero digits past two decimals.
+- an amount or weight that is not a decimal number, or has non-zero digits past two decimals;
+- an id that does not look like one (a customer is C and digits, a merchant M and digits, as
+  'C1093826151' and 'M348934600'), a gender other than F, M, E (enterprise) or U (unknown).
 
 Parsing is vectorised (pyarrow's CSV reader and compute kernels); rows are never looped over in
 Python, so a 10,000-row chunk parses in a few milliseconds.
@@ -41,6 +43,11 @@ _WHOLE_NUMBER = r"^[0-9]{1,9}$"
 _FLAG = r"^[01]$"
 _DECIMAL = r"^[+-]?[0-9]{1,10}(\.[0-9]*)?$"
 _AT_MOST_TWO_DECIMALS = r"^[^.]*$|\.[0-9]{0,2}0*$"
+
+
+# Columns whose values follow a shape: (letter the id starts with, or None; allowed values, or None).
+_ID_PREFIX = {"customer": "C", "merchant": "M", "Source": "C", "Target": "M"}
+_GENDERS = ("F", "M", "E", "U")
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ def check_csv(data: bytes, source: str, target: pa.Schema) -> ParseResult:
     for field in target:
         column = values[field.name]
         field_bad = blank.copy()
-        for mask, message in _value_checks(column, field.type):
+        for mask, message in _value_checks(column, field):
             mask &= ~field_bad
             for row in np.flatnonzero(mask):
                 line = int(lines[row])
@@ -190,6 +197,8 @@ def _parse_clean(data: bytes, end: int, target: pa.Schema) -> pa.Table | None:
         return None
     if not table.num_rows:
         return table
+    if not _shapes_hold(table):
+        return None
     for field in target:
         column = table.column(field.name)
         if column.null_count:
@@ -321,10 +330,16 @@ def _unquote(column: pa.ChunkedArray) -> pa.Array:
     return values
 
 
-def _value_checks(column: pa.Array, kind: pa.DataType):
+def _value_checks(column: pa.Array, field: pa.Field):
     """Yield (mask of bad rows, message maker) pairs for one column, most basic check first."""
+    kind = field.type
     empty = _to_numpy(pc.equal(pc.utf8_length(column), 0))
     yield empty, lambda v, truncated: "empty value" + (" (truncated last line?)" if truncated else "")
+    if field.name in _ID_PREFIX:
+        letter = _ID_PREFIX[field.name]
+        yield ~_to_numpy(_looks_like_id(column, letter)), lambda v, t: f"not an id ({letter} and digits): {_show(v)}"
+    elif field.name == "gender":
+        yield ~_to_numpy(pc.is_in(column, pa.array(_GENDERS))), lambda v, t: f"unknown gender {_show(v)}, expected F, M, E or U"
     if pa.types.is_decimal(kind):
         yield _not_matching(column, _DECIMAL), lambda v, t: f"not a decimal number: {_show(v)}"
         yield _not_matching(column, _AT_MOST_TWO_DECIMALS), lambda v, t: f"more than two decimals: {_show(v)}"
@@ -332,6 +347,19 @@ def _value_checks(column: pa.Array, kind: pa.DataType):
         yield _not_matching(column, _FLAG), lambda v, t: f"expected 0 or 1, found {_show(v)}"
     elif pa.types.is_integer(kind):
         yield _not_matching(column, _WHOLE_NUMBER), lambda v, t: f"not a whole number: {_show(v)}"
+
+
+def _looks_like_id(column: pa.Array | pa.ChunkedArray, letter: str) -> pa.Array:
+    """The letter, then one or more digits: cheaper than a regular expression on every chunk."""
+    digits = pc.utf8_is_digit(pc.utf8_slice_codeunits(column, 1))
+    return pc.fill_null(pc.and_(pc.starts_with(column, letter), digits), False)
+
+
+def _shapes_hold(table: pa.Table) -> bool:
+    for name, letter in _ID_PREFIX.items():
+        if name in table.column_names and not pc.all(_looks_like_id(table.column(name), letter)).as_py():
+            return False
+    return "gender" not in table.column_names or pc.all(pc.is_in(table.column("gender"), pa.array(_GENDERS))).as_py()
 
 
 def _not_matching(column: pa.Array, pattern: str) -> np.ndarray:

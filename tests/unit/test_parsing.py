@@ -69,8 +69,28 @@ def test_double_quoted_values_and_whitespace_around_values():
 
 
 def test_only_one_pair_of_quotes_is_stripped():
-    table = parse_transactions(csv("0,''C1'','4','M','28007','M3','28007','es_food',1,0"), "t.csv")
-    assert table["customer"].to_pylist() == ["'C1'"]
+    with pytest.raises(InputError, match=r"line 2, field 'customer': not an id \(C and digits\)"):
+        parse_transactions(csv("0,''C1'','4','M','28007','M3','28007','es_food',1,0"), "t.csv")
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "message"),
+    [
+        ("0,'X1','4','M','28007','M3','28007','es_food',1,0", "customer", "not an id (C and digits): 'X1'"),
+        ("0,'C1','4','M','28007','M3x','28007','es_food',1,0", "merchant", "not an id (M and digits): 'M3x'"),
+        ("0,'C1','4','M','28007','M','28007','es_food',1,0", "merchant", "not an id (M and digits): 'M'"),
+        ("0,'C1','4','X','28007','M3','28007','es_food',1,0", "gender", "unknown gender 'X', expected F, M, E or U"),
+    ],
+)
+def test_ids_and_genders_must_have_their_shape(row, field, message):
+    with pytest.raises(InputError) as caught:
+        parse_transactions(csv(row), "t.csv")
+    assert (caught.value.problems[0].line, caught.value.problems[0].field, caught.value.problems[0].message) == (2, field, message)
+
+
+def test_importance_ids_must_have_their_shape():
+    with pytest.raises(InputError, match="field 'Target': not an id"):
+        parse_importance(b"Source,Target,Weight,typeTrans,fraud\n'C1','shop',1.00,'es_food',0\n", "i.csv")
 
 
 @pytest.mark.parametrize(

@@ -127,14 +127,15 @@ class NextChunkSensor(S3KeySensor):
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from patternflow.status import expected_key, open_gap
+        from patternflow.status import expected_key, open_gap, read_progress
 
         settings = settings_for(context["params"])
         self.bucket_name = settings.bucket
         self.aws_conn_id = settings.aws_conn_id
         self.poke_interval = settings.poke_interval_seconds
         store = s3_store(settings)
-        key = expected_key(store, settings)
+        progress = read_progress(store, settings)  # read once: both questions below are about it
+        key = expected_key(store, settings, progress)
         if key is None:
             if context["dag_run"].run_type != "scheduled":
                 raise AirflowSkipException("the stream is finished: nothing to wait for (reset it to start another)")
@@ -142,7 +143,7 @@ class NextChunkSensor(S3KeySensor):
             self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.idle_seconds)), method_name="execute")
         self.bucket_key = key
         self.timeout = settings.gap_timeout_seconds
-        gap = open_gap(store, settings)
+        gap = open_gap(store, settings, progress)
         if gap is not None:
             now = time.time()
             if now - gap.since >= settings.gap_timeout_seconds:

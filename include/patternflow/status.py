@@ -77,9 +77,9 @@ def read_chunk_metrics(store: ObjectStore, settings: PipelineSettings) -> list[d
     return [by_chunk[i] for i in sorted(by_chunk)]
 
 
-def expected_key(store: ObjectStore, settings: PipelineSettings) -> str | None:
+def expected_key(store: ObjectStore, settings: PipelineSettings, progress: StreamProgress | None = None) -> str | None:
     """What the sensor waits for: the next chunk, or the end-of-stream marker; None when finished."""
-    progress = read_progress(store, settings)
+    progress = progress or read_progress(store, settings)
     if progress.finished:
         return None
     if progress.chunks_total is not None and progress.chunks_folded >= progress.chunks_total:
@@ -102,9 +102,9 @@ class Gap:
         )
 
 
-def open_gap(store: ObjectStore, settings: PipelineSettings) -> Gap | None:
+def open_gap(store: ObjectStore, settings: PipelineSettings, progress: StreamProgress | None = None) -> Gap | None:
     """An out-of-order arrival holding up the stream, if there is one."""
-    progress = read_progress(store, settings)
+    progress = progress or read_progress(store, settings)
     if progress.finished:
         return None
     missing = progress.chunks_folded

@@ -59,8 +59,9 @@ def test_the_stream_survives_thirty_seconds_without_s3(small_banksim, s3_client,
     assert proxy.refused >= 4  # botocore tried again (with backoff) before giving up
 
     failures: list[Exception] = []
+    # whether the producer's first try still falls in the outage depends on how long botocore's
+    # own retries took above; either way the task retries carry it through
     with_task_retries(lambda: produce(store, settings, opener, 29.0, fast=False), failures)
-    assert failures, "the producer's first tries fell in the outage too"
     assert not proxy.down
     reports: list[DetectionReport] = []
     while not (reports and reports[-1].end_of_stream):

@@ -49,6 +49,11 @@ MERCHANTS_SCHEMA = pa.schema(
         ("w10_rank", pa.int32()),  # not over UPGRADE's size
     ]
 )
+CANDIDATES_SCHEMA = pa.schema(
+    [PAIRS_SCHEMA.field(name) for name in ("merchant", "customer", "n", "cents", "weight_rank")]
+    + [("merchant_total", pa.int64()), ("merchant_p90_n", pa.int64()), ("merchant_w10_rank", pa.int32())]
+)
+"""Pairs that can newly qualify, with their merchant's columns (see ``PairAggregates.inputs``)."""
 FEMALE, MALE, OTHER_GENDER = 1, 2, 4
 
 
@@ -182,17 +187,23 @@ class PairAggregates:
         pairs = np.concatenate(prefixes) if prefixes else np.empty(0, dtype=np.int32)
         return UpgradeThresholds(merchants, p90, w10, pairs)
 
-    def rows(self, pair: np.ndarray, names: tuple[str, ...]) -> pa.Table:
-        """The given rows and columns, as an Arrow table."""
-        return pa.table({name: self._columns[name][pair] for name in names})
-
-    def merchant_table(self, upgrade: UpgradeThresholds) -> pa.Table:
-        """Per merchant: id, totals, clear-gender customers and UPGRADE thresholds."""
+    def inputs(self, pair: np.ndarray, upgrade: UpgradeThresholds) -> tuple[pa.Table, pa.Table]:
+        """The pattern queries' two inputs: the given pairs (``CANDIDATES_SCHEMA``), each with its
+        merchant's total and UPGRADE thresholds beside its own values so that no query needs a
+        join, and every merchant (``MERCHANTS_SCHEMA``)."""
         m = self.merchants
         p90, w10 = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int32)
         p90[upgrade.merchants], w10[upgrade.merchants] = upgrade.p90_n, upgrade.w10_rank
-        columns = [np.arange(m, dtype=np.int32), self.total[:m], self.clear_female[:m], self.clear_male[:m], p90, w10]
-        return pa.Table.from_arrays(columns, schema=MERCHANTS_SCHEMA)
+        per_merchant = {"total": self.total[:m], "p90_n": p90, "w10_rank": w10}
+        merchants = pa.Table.from_arrays(
+            [np.arange(m, dtype=np.int32), self.total[:m], self.clear_female[:m], self.clear_male[:m], p90, w10], schema=MERCHANTS_SCHEMA
+        )
+        merchant = self._columns["merchant"][pair]
+        columns = [self._columns[name][pair] if name in self._columns else None for name in CANDIDATES_SCHEMA.names]
+        for i, name in enumerate(CANDIDATES_SCHEMA.names):
+            if name.startswith("merchant_"):
+                columns[i] = per_merchant[name.removeprefix("merchant_")][merchant]
+        return pa.Table.from_arrays(columns, schema=CANDIDATES_SCHEMA), merchants
 
     def to_table(self) -> pa.Table:
         return pa.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, schema=PAIRS_SCHEMA)

@@ -9,9 +9,5 @@ FROM (
     UNION ALL
     SELECT * FROM pattern_dei_needed
 ) AS d
-WHERE NOT EXISTS (
-    SELECT 1
-    FROM emitted AS e
-    WHERE e.pattern_id = d.pattern_id AND e.customer = d.customer AND e.merchant = d.merchant
-)
+ANTI JOIN emitted AS e USING (pattern_id, customer, merchant)
 RETURNING pattern_id, action_type, customer, merchant

@@ -3,16 +3,16 @@
 -- the merchant's defined weights (both quantile_cont, i.e. linear interpolation, over the
 -- customers with n >= 1).
 --
--- The thresholds come in `merchants` (Arrow) as exact order statistics, kept up to date by the
--- engine as chunks are folded (patternflow.aggregates): p90_n is the least count that is >= P90,
--- w10_rank the greatest weight rank that is <= W10, weight_rank being the exact rank of
--- weight(c, m) among the merchant's weights (from 1; -1 when undefined). `candidates` (Arrow)
--- holds every pair that can newly qualify, among them each pair whose rank is within W10.
-SELECT 'PatId1' AS pattern_id, 'UPGRADE' AS action_type, c.customer, c.merchant
-FROM candidates AS c
-JOIN merchants AS m USING (merchant)
-WHERE m.total > getvariable('upgrade_min_merchant_transactions')
-  AND c.n >= 1
-  AND c.n >= m.p90_n
-  AND c.weight_rank >= 1
-  AND c.weight_rank <= m.w10_rank
+-- The thresholds come as exact order statistics, kept up to date by the engine as chunks are
+-- folded (patternflow.aggregates), on each row of `candidates` (Arrow) beside the pair's own
+-- values: merchant_p90_n is the least count that is >= P90, merchant_w10_rank the greatest
+-- weight rank that is <= W10, weight_rank being the exact rank of weight(c, m) among the
+-- merchant's weights (from 1; -1 when undefined). `candidates` holds every pair that can newly
+-- qualify, among them each pair whose rank is within W10.
+SELECT 'PatId1' AS pattern_id, 'UPGRADE' AS action_type, customer, merchant
+FROM candidates
+WHERE merchant_total > getvariable('upgrade_min_merchant_transactions')
+  AND n >= 1
+  AND n >= merchant_p90_n
+  AND weight_rank >= 1
+  AND weight_rank <= merchant_w10_rank

@@ -1,0 +1,64 @@
+"""Checks and conversions over the raw bytes of Arrow string columns.
+
+A chunk's string columns are 10,000 short values; Arrow's compute kernels spend more time
+dispatching and allocating per call than looking at those few hundred kilobytes. Reading the
+offsets and data buffers as numpy arrays answers the questions the fast path asks of a clean
+chunk (are all values ids? all one letter?) in one vectorised pass each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+_ZERO = np.uint8(ord("0"))
+
+
+def _pieces(column: pa.Array | pa.ChunkedArray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(offsets, data) of each chunk of a string column: value i is data[offsets[i]:offsets[i + 1]]."""
+    for array in column.chunks if isinstance(column, pa.ChunkedArray) else (column,):
+        if array.type != pa.string():
+            raise TypeError(f"expected a string column, got {array.type}")
+        _, offsets, data = array.buffers()
+        offsets = np.frombuffer(offsets, dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+        yield offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
+
+
+def all_ids(column: pa.Array | pa.ChunkedArray, letter: str) -> bool:
+    """Whether every value is ``letter`` followed by one or more ASCII digits (no nulls).
+
+    The values' bytes hold exactly one non-digit per value exactly when each value's first byte
+    is its only non-digit; that, with the first bytes all equal to the letter, is the shape.
+    """
+    if column.null_count:
+        return False
+    code = ord(letter)
+    for offsets, data in _pieces(column):
+        if len(offsets) < 2:
+            continue
+        if np.diff(offsets).min() < 2 or (data[offsets[:-1]] != code).any():
+            return False
+        # digits are the bytes 48..57: less 48 (wrapping around in uint8), exactly those are <= 9
+        if np.count_nonzero((data[offsets[0] : offsets[-1]] - _ZERO) > 9) != len(offsets) - 1:
+            return False
+    return True
+
+
+def single_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """The byte of each value when every value is exactly one byte long (no nulls), else None."""
+    if column.null_count:
+        return None
+    parts = []
+    for offsets, data in _pieces(column):
+        if (np.diff(offsets) != 1).any():
+            return None
+        parts.append(data[offsets[0] : offsets[-1]])
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
+
+
+def shortest(column: pa.Array | pa.ChunkedArray) -> int | None:
+    """The length in bytes of the shortest value; None for no values."""
+    lengths = [int(np.diff(offsets).min()) for offsets, _ in _pieces(column) if len(offsets) > 1]
+    return min(lengths) if lengths else None

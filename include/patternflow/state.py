@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,12 +37,22 @@ from patternflow.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 _TABLES = ("customers", "merchants", "pairs", "emitted", "pending")
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
 
 
 class StateError(PatternflowError):
     """No usable state: every committed version is damaged, or the settings differ."""
+
+
+class _ChecksumMismatch(Exception):
+    pass
+
+
+_DAMAGE = (KeyError, ValueError, TypeError, OSError, pa.ArrowException, _ChecksumMismatch)
+"""What reading a damaged or missing version object raises."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +80,16 @@ class StateStore:
         return f"{self.prefix}versions/{version:010d}/{name}"
 
     def versions(self) -> list[int]:
-        found = set()
+        return sorted(self._version_keys())
+
+    def _version_keys(self) -> dict[int, list[str]]:
+        """The keys of every version present, committed or not, by version (one listing)."""
+        found: dict[int, list[str]] = {}
         for key in self.store.list(f"{self.prefix}versions/"):
             part = key[len(self.prefix) + len("versions/") :].split("/", 1)[0]
             if part.isdigit():
-                found.add(int(part))
-        return sorted(found)
+                found.setdefault(int(part), []).append(key)
+        return found
 
     def current_version(self) -> int | None:
         """The version ``CURRENT`` names; None when there is none or it is damaged (a commit then
@@ -91,17 +108,24 @@ class StateStore:
         except ValueError as exc:
             log.error("%s is damaged (%s); using the newest intact version under %sversions/", self.current_key, exc, self.prefix)
             manifest = None
-        candidates = [v for v in self.versions() if manifest is None or v <= manifest["version"]]
-        skipped: list[int] = []
-        for version in sorted(candidates, reverse=True):
+        if manifest is not None and not (isinstance(manifest, dict) and isinstance(manifest.get("version"), int)):
+            log.error("%s is damaged (no version number); using the newest intact version under %sversions/", self.current_key, self.prefix)
+            manifest = None
+        if manifest is not None:  # the normal case: CURRENT and its version are intact, no listing needed
             try:
-                if manifest is None or manifest["version"] != version:
-                    manifest = json.loads(self.store.get(self._version_key(version, "manifest.json")))
+                return LoadedState(self._read(manifest), DetectionConfig.from_json(manifest["config"]), manifest["version"])
+            except _DAMAGE as exc:
+                log.error("state version %s is damaged (%s); trying the version before it", manifest["version"], exc)
+                skipped, newest = [manifest["version"]], manifest["version"] - 1
+        else:
+            skipped, newest = [], None
+        for version in sorted((v for v in self.versions() if newest is None or v <= newest), reverse=True):
+            try:
+                manifest = json.loads(self.store.get(self._version_key(version, "manifest.json")))
                 loaded = self._read(manifest)
-            except (KeyError, ValueError, OSError, pa.ArrowException, _ChecksumMismatch) as exc:
+            except _DAMAGE as exc:
                 log.error("state version %s is damaged (%s); trying the version before it", version, exc)
                 skipped.append(version)
-                manifest = None
                 continue
             if skipped:
                 log.error("state recovered from version %s after skipping damaged versions %s", version, skipped)
@@ -109,26 +133,28 @@ class StateStore:
         raise StateError(f"no intact state version under {self.prefix or 'the state root'}: damaged versions {skipped}")
 
     def _read(self, manifest: dict) -> EngineState:
+        entries = [manifest["objects"][name] for name in _TABLES]
         tables = {}
-        for name in _TABLES:
-            entry = manifest["objects"][name]
-            data = self.store.get(entry["key"])
+        for name, entry, data in zip(_TABLES, entries, _in_parallel(self.store.get, [e["key"] for e in entries]), strict=True):
             if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise _ChecksumMismatch(f"{entry['key']}: checksum mismatch")
             tables[name] = pq.read_table(pa.BufferReader(data))
         return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS})
 
     def commit(self, state: EngineState, config: DetectionConfig) -> int:
-        """Write ``state`` as a new version and make it current; returns its number."""
-        existing = self.versions()
-        current = self.current_version()
-        version = max([*existing, current or 0, 0]) + 1
-        objects = {}
-        for name in _TABLES:
-            data = _parquet_bytes(getattr(state, name))
-            key = self._version_key(version, f"{name}.parquet")
-            self.store.put(key, data)
-            objects[name] = {"key": key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        """Write ``state`` as a new version and make it current; returns its number.
+
+        The number follows every version present, committed or not, so that no number is ever
+        reused; the one listing that finds them also finds what to prune.
+        """
+        present = self._version_keys()
+        version = max([*present, self.current_version() or 0, 0]) + 1
+        payloads = {name: _parquet_bytes(getattr(state, name)) for name in _TABLES}
+        objects = {
+            name: {"key": self._version_key(version, f"{name}.parquet"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            for name, data in payloads.items()
+        }
+        _in_parallel(lambda name: self.store.put(objects[name]["key"], payloads[name]), list(_TABLES))
         manifest = {
             "version": version,
             "committed_at": iso_ist(now_ist()),
@@ -139,17 +165,17 @@ class StateStore:
         text = json.dumps(manifest, indent=2, sort_keys=True).encode()
         self.store.put(self._version_key(version, "manifest.json"), text)
         self.store.put(self.current_key, text)
-        self._prune([*existing, version])
+        old = sorted(present)[: max(0, len(present) + 1 - self.keep)]
+        if old:
+            self.store.delete([key for v in old for key in present[v]])
         return version
 
-    def _prune(self, versions: list[int]) -> None:
-        old = sorted(versions)[: -self.keep]
-        for version in old:
-            self.store.delete(self.store.list(f"{self.prefix}versions/{version:010d}/"))
 
-
-class _ChecksumMismatch(Exception):
-    pass
+def _in_parallel(function: Callable[[_Item], _Result], items: list[_Item]) -> list[_Result]:
+    """``[function(item) for item in items]`` on threads: a version's objects are read and
+    written as one round trip to S3 instead of one each."""
+    with ThreadPoolExecutor(max_workers=len(items) or 1) as pool:
+        return list(pool.map(function, items))
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

@@ -88,3 +88,28 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
 def test_keys_cannot_escape_the_store(tmp_path):
     with pytest.raises(ValueError, match="escapes"):
         LocalStore(tmp_path / "a").put("../b", b"x")
+
+
+@pytest.mark.parametrize("current", [b"[]", b'{"version": "7"}', b"{}"])
+def test_a_current_pointer_without_a_version_number_counts_as_damaged(tmp_path, current, caplog):
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(engine_after(1).snapshot(), CONFIG)
+    (tmp_path / "CURRENT").write_bytes(current)
+    assert state.load().state.chunks_folded == 1
+    assert "CURRENT is damaged" in caplog.text
+
+
+def test_loading_an_intact_state_reads_only_its_own_objects(tmp_path):
+    """The normal path lists nothing: CURRENT names the version and its objects."""
+    listed = []
+
+    class Listing(LocalStore):
+        def list(self, prefix):
+            listed.append(prefix)
+            return super().list(prefix)
+
+    state = StateStore(Listing(tmp_path))
+    state.commit(engine_after(1).snapshot(), CONFIG)
+    listed.clear()
+    assert state.load().state.chunks_folded == 1
+    assert listed == []

@@ -35,7 +35,10 @@ from patternflow.settings import PipelineSettings
 from patternflow.status import StreamProgress, read_chunk_metrics, read_progress
 
 DAG_IDS = ("transaction_producer", "pattern_detection")
-ACCESS_KEY = "patternflow"  # the embedded server accepts any credentials; these never leave this machine
+# The embedded server accepts any credentials; these never leave this machine. They are not the
+# project's name: Airflow masks a connection's secrets wherever they appear in task logs.
+ACCESS_KEY = "embedded-s3-access-key"
+SECRET_KEY = "embedded-s3-secret-key"
 
 
 class LaunchError(PatternflowError):
@@ -106,7 +109,7 @@ def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
         print(f"starting the S3 server on {endpoint} ...", file=out, flush=True)
         server = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options.s3_port)]
         started.append(_spawn(server, options.home / "s3-server.log"))
-        client = endpoint_client(endpoint, access_key=ACCESS_KEY, secret_key=ACCESS_KEY)
+        client = endpoint_client(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
         _wait_until(lambda: _s3_ready(client), 30, f"the S3 server did not start; see {options.home}/s3-server.log", started)
         client.create_bucket(Bucket=settings.bucket)
         print(f"bucket s3://{settings.bucket} created", file=out, flush=True)
@@ -283,7 +286,7 @@ def _airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str
     connection = {
         "conn_type": "aws",
         "login": ACCESS_KEY,
-        "password": ACCESS_KEY,
+        "password": SECRET_KEY,
         "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
     }
     api = f"http://127.0.0.1:{options.ui_port}"

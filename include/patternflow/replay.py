@@ -8,7 +8,6 @@ run again with the same arguments resumes and ends with identical files.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,9 +25,6 @@ from patternflow.parsing import parse_transactions, read_importance
 from patternflow.state import StateStore
 from patternflow.store import LocalStore
 from patternflow.stream import commit, open_engine, write_files
-
-_TRAILING_WHITESPACE = b"\r\n\t "
-_TAIL_BYTES = 1 << 16
 
 
 @dataclass
@@ -65,9 +61,7 @@ def replay(
     state = StateStore(LocalStore(state_dir)) if state_dir is not None else None
     outputs = LocalStore(out)
     Path(out).mkdir(parents=True, exist_ok=True)
-    # The transactions first: their copies while being cut into chunks are then not on top of
-    # CustomerImportance's, read (and dropped) when the stream starts.
-    source = ChunkedFile(_read_stripped(transactions), config.chunk_size)
+    source = ChunkedFile(Path(transactions).read_bytes(), config.chunk_size)
     engine = open_engine(state, lambda: read_importance(importance), config, clock)
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
@@ -100,20 +94,6 @@ def replay(
     engine.close()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _read_stripped(path: str | Path) -> bytes:
-    """The file's bytes less trailing whitespace, which ``ChunkedFile`` strips anyway: read so,
-    its strip returns the same object instead of one more copy of the whole file."""
-    with open(path, "rb") as file:
-        size = file.seek(0, os.SEEK_END)
-        tail_start = max(0, size - _TAIL_BYTES)
-        file.seek(tail_start)
-        end = tail_start + len(file.read().rstrip(_TRAILING_WHITESPACE))
-        file.seek(0)
-        if end == tail_start and tail_start:  # more trailing whitespace than the tail read
-            return file.read().rstrip(_TRAILING_WHITESPACE)
-        return file.read(end)
 
 
 def _parse_chunk(data: bytes, source: str, rows_before: int) -> pa.Table:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from itertools import pairwise
+from unittest.mock import patch
 
-from patternflow.chunking import ChunkedFile, chunk_count
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from patternflow import chunking
+from patternflow.chunking import ChunkedFile, assemble, chunk_count
 from tests.conftest import HEADER
 
 
@@ -45,3 +51,25 @@ def test_out_of_range_chunk():
 
 def test_chunk_count():
     assert [chunk_count(n, 10) for n in (0, 1, 10, 11, 594_643)] == [0, 1, 1, 2, 59_465]
+
+
+@given(
+    st.integers(0, 40),
+    st.integers(1, 12),
+    st.sampled_from(["", "\n", "\n\n", "\r\n", " \n\t"]),
+    st.booleans(),
+    st.sampled_from([1, 3, 7, 1 << 22]),
+)
+def test_any_cut_is_the_lines_in_order(n, size, ending, bom, window):
+    """Against a plain split into lines, whatever the chunk size, the file's end, a BOM and the
+    scan window (windows smaller than a line included)."""
+    data = ("\ufeff" if bom else "") + HEADER + "\n" + "\n".join(rows(n)) + (ending if n else "\n")
+    with patch.object(chunking, "_SCAN_WINDOW_BYTES", window):
+        source = ChunkedFile(data.encode(), size)
+    assert (source.rows, source.chunks, source.header) == (n, chunk_count(n, size), (HEADER + "\n").encode())
+    got = [line for chunk in source for line in chunk.data.decode().splitlines()[1:]]
+    assert got == rows(n)
+    assert all(chunk.data.endswith(b"\n") for chunk in source)
+    raw = data.encode()
+    offsets = source.offsets()
+    assert [assemble(source.header, raw[a:b]) for a, b in pairwise(offsets)] == [c.data for c in source]

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from patternflow import replay as replay_module
 from patternflow.cli import main
 from patternflow.config import DetectionConfig
 from patternflow.parsing import read_importance, read_transactions
@@ -98,12 +97,3 @@ def test_replay_killed_with_sigkill_resumes_to_identical_files(small_banksim, tm
     assert "replayed 120 chunks" in clean.stdout
     assert without_times(read_files(tmp_path / "out")) == without_times(read_files(tmp_path / "clean"))
     assert json.loads(current.read_text())["finished"] is True
-
-
-@pytest.mark.parametrize("tail", [1, 3, 1 << 16])
-def test_transactions_are_read_without_trailing_whitespace(tmp_path, monkeypatch, tail):
-    monkeypatch.setattr(replay_module, "_TAIL_BYTES", tail)
-    for data in (b"", b"\n\n", b"h\na,b\r\n \t\n\n", b"h\na,b", b"h\n" + b" " * 10):
-        path = tmp_path / "t.csv"
-        path.write_bytes(data)
-        assert replay_module._read_stripped(path) == data.rstrip(b"\r\n\t ")

@@ -1,0 +1,41 @@
+"""The "Pattern detections" page in the Airflow UI: patternflow's dashboard app, served by the api-server.
+
+``fastapi_apps`` mounts the app (``patternflow.dashboard``) at ``/patternflow``; ``external_views``
+adds "Pattern detections" to the UI's navigation, which shows the page in the UI's frame at
+``/plugin/pattern-detections``. The app reads S3 through the DAGs' own connection and settings
+(``patternflow.orchestration``), and its data routes ask Airflow whether the caller may read the
+``pattern_detection`` DAG.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.plugins_manager import AirflowPlugin
+
+from patternflow.dashboard import create_app
+from patternflow.orchestration import dashboard_source
+
+DAG_ID = "pattern_detection"
+URL_PREFIX = "/patternflow"
+
+
+class PatternflowDashboard(AirflowPlugin):
+    name = "patternflow"
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {
+            "app": create_app(dashboard_source, authorize=requires_access_dag(method="GET", param_dag_id=DAG_ID)),
+            "url_prefix": URL_PREFIX,
+            "name": "patternflow dashboard",
+        }
+    ]
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        {
+            "name": "Pattern detections",
+            "href": URL_PREFIX.lstrip("/") + "/",  # relative: resolved against the UI's base URL
+            "destination": "nav",
+            "url_route": "pattern-detections",
+            "nav_top_level": True,
+        }
+    ]

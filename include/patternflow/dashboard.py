@@ -4,7 +4,8 @@ Routes, relative to where the app is mounted (``/patternflow`` in the api-server
 
 - ``GET /`` the page (a static shell: it holds no data, and loads it with the routes below);
 - ``GET /api/stream`` the stream view as JSON (``stream_view.build_view``);
-- ``GET /api/stream/html`` the same view rendered as the page's sections (``view_html``).
+- ``GET /api/stream/html`` the same view rendered as the page's sections (``view_html``);
+- ``GET /icon.svg``, ``GET /icon-dark.svg`` the navigation icon, for light and dark.
 
 The data routes run ``authorize`` first: in the api-server, Airflow's own check that the caller
 may read DAG ``pattern_detection`` (its session cookie or a Bearer token), since the view shows
@@ -22,7 +23,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from patternflow.settings import PipelineSettings
 from patternflow.store import ObjectStore
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 Source = Callable[[], tuple[ObjectStore, PipelineSettings]]
 REFRESH_SECONDS = 2.0
 """How often the page reloads the view while the stream runs (every 30 s once it is finished)."""
+
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="{colour}" stroke-width="2" '
+    'stroke-linecap="round" stroke-linejoin="round"><path d="M3 3v18h18"/><path d="M7 15l4-5 3 3 5-7"/></svg>'
+)
+"""The navigation icon: a line chart, drawn in the UI's foreground colour."""
 
 
 def page() -> str:
@@ -65,6 +72,14 @@ def create_app(source: Source, authorize: Callable[..., Any] | None = None) -> F
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard_page() -> HTMLResponse:
         return HTMLResponse(html)
+
+    @app.get("/icon.svg", include_in_schema=False)
+    def icon() -> Response:
+        return Response(ICON.format(colour="#1e293b"), media_type="image/svg+xml")
+
+    @app.get("/icon-dark.svg", include_in_schema=False)
+    def icon_dark() -> Response:
+        return Response(ICON.format(colour="#e2e8f0"), media_type="image/svg+xml")
 
     @app.get("/api/stream", dependencies=guarded, summary="The stream view: progress, chunks, detections, files")
     def stream() -> JSONResponse:

@@ -87,11 +87,11 @@ def _charts(view: dict) -> str:
 def _latest(rows: list[dict]) -> str:
     columns = ("detectionTime", "patternId", "ActionType", "customerName", "MerchantId", "file")
     head = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows)
+    body = "".join("<tr data-latest>" + "".join(f"<td>{escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows)
     empty = "" if rows else f'<tr><td colspan="{len(columns)}">no detection file yet</td></tr>'
     return (
         '<section class="pf-panel" style="margin-bottom:16px"><h2>Latest detections</h2>'
-        f'<div class="pf-scroll"><table data-figure="latest" data-value="{len(rows)}"><thead><tr>{head}</tr></thead>'
+        f'<div class="pf-scroll"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}{empty}</tbody></table></div></section>"
     )
 

@@ -58,41 +58,50 @@ def screenshot(browser: str, url: str, path: Path, size: tuple[int, int] = (1440
 
 
 class Figures(HTMLParser):
-    """The numbers a page shows: the text of each ``data-figure`` element, and the row count of
-    each detection file (``data-file`` rows)."""
+    """The numbers a page shows: the text of each ``data-figure`` element, the row count of each
+    detection file (``data-file`` rows), and the cells of the latest detections (``data-latest`` rows)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.figures: dict[str, list[str]] = {}
         self.file_rows: dict[str, str] = {}
-        self._open: list[tuple[str, str | None]] = []  # (tag, figure name) of open elements
+        self.latest: list[list[str]] = []
+        self._figure: tuple[str, list[str]] | None = None  # figures hold text only: none is nested
         self._file: str | None = None
-        self._text: dict[int, list[str]] = {}
+        self._in_latest = False
+        self._cell: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
         if "data-file" in values:
             self._file = values["data-file"]
-        self._open.append((tag, values.get("data-figure")))
+        if "data-latest" in values:
+            self._in_latest = True
+            self.latest.append([])
+        if tag == "td" and self._in_latest:
+            self._cell = []
         if values.get("data-figure"):
-            self._text[len(self._open)] = []
+            self._figure = (values["data-figure"], [])
 
     def handle_endtag(self, tag: str) -> None:
-        while self._open:
-            depth = len(self._open)
-            opened, figure = self._open.pop()
-            if figure:
-                text = "".join(self._text.pop(depth)).strip()
-                if figure == "file_rows" and self._file:
-                    self.file_rows[self._file] = text
-                else:
-                    self.figures.setdefault(figure, []).append(text)
-            if opened == tag:
-                break
+        if self._figure is not None and tag in ("span", "td"):
+            name, text = self._figure
+            if name == "file_rows" and self._file:
+                self.file_rows[self._file] = "".join(text).strip()
+            else:
+                self.figures.setdefault(name, []).append("".join(text).strip())
+            self._figure = None
+        if tag == "td" and self._cell is not None:
+            self.latest[-1].append("".join(self._cell).strip())
+            self._cell = None
+        if tag == "tr":
+            self._in_latest = False
 
     def handle_data(self, data: str) -> None:
-        for depth in self._text:
-            self._text[depth].append(data)
+        if self._figure is not None:
+            self._figure[1].append(data)
+        if self._cell is not None:
+            self._cell.append(data)
 
 
 def figures(html: str) -> Figures:

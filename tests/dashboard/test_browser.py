@@ -16,15 +16,17 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from patternflow.launcher import stop_group
-from patternflow.s3 import S3Store
+from patternflow.s3 import S3Store, endpoint_client
 from patternflow.settings import PipelineSettings
 from patternflow.status import read_chunk_metrics, read_progress
 from patternflow.stream_view import LATEST_ROWS
@@ -56,23 +58,41 @@ def wait_for(url: str, seconds: float, server: subprocess.Popen, log: Path) -> N
     raise AssertionError(f"{url} did not answer within {seconds} s: {log.read_text()[-3000:]}")
 
 
+def start_api_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [AIRFLOW, "api-server"],
+            env=env | {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__WORKERS": "1"},
+            cwd=PROJECT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@dataclass(frozen=True)
+class Served:
+    browser: str
+    api: str
+    """An api-server where every visitor is an admin, as in a test UI: the browser needs no login."""
+    guarded_api: str
+    """An api-server with a login: user ``admin``, password ``password``."""
+    password: str
+    store: S3Store
+    settings: PipelineSettings
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, s3_endpoint, small_banksim) -> Iterator[tuple[str, S3Store, PipelineSettings]]:
-    """A finished stream and an api-server (all users admins, as in a test UI) serving its page."""
+def served(tmp_path_factory, s3_endpoint, small_banksim) -> Iterator[Served]:
+    """A stream the DAGs finished, and two api-servers on it (started together)."""
     browser = find_chromium()
     home = tmp_path_factory.mktemp("airflow-ui")
     bucket = f"pf-{uuid.uuid4().hex[:20]}"
-    from patternflow.s3 import endpoint_client
-
     client = endpoint_client(s3_endpoint, access_key="test", secret_key="test")
     client.create_bucket(Bucket=bucket)
-    port = free_port()
     env = airflow_environment(home, s3_endpoint, bucket, small_banksim, CHUNK, {"max_chunks_per_run": 100}) | {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
     }
     airflow(env, "db", "migrate")
     airflow(env, "dags", "test", "transaction_producer")
@@ -80,21 +100,28 @@ def served(tmp_path_factory, s3_endpoint, small_banksim) -> Iterator[tuple[str, 
     store, settings = S3Store(client, bucket), PipelineSettings(bucket=bucket)
     assert read_progress(store, settings).finished
 
-    log = home / "api-server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [AIRFLOW, "api-server"], env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    password = secrets.token_urlsafe(12)
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({"admin": password}))
+    ports = free_port(), free_port()
+    kinds = {
+        "open": {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"},
+        "guarded": {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords)},
+    }
+    logs = [home / f"api-server-{kind}.log" for kind in kinds]
+    servers = [start_api_server(env | extra, port, log) for extra, port, log in zip(kinds.values(), ports, logs, strict=True)]
     try:
-        api = f"http://127.0.0.1:{port}"
-        wait_for(f"{api}/api/v2/monitor/health", 120, server, log)
-        yield browser, api, store, settings
+        apis = [f"http://127.0.0.1:{port}" for port in ports]
+        for api, server, log in zip(apis, servers, logs, strict=True):
+            wait_for(f"{api}/api/v2/monitor/health", 120, server, log)
+        yield Served(browser, apis[0], apis[1], password, store, settings)
     finally:
-        stop_group(server)
+        for server in servers:
+            stop_group(server)
 
 
 def test_the_page_shows_the_numbers_in_the_state(served):
-    browser, api, store, settings = served
+    browser, api, store, settings = served.browser, served.api, served.store, served.settings
     started = time.perf_counter()
     shown = figures(dump_dom(browser, f"{api}/patternflow/"))
     print(f"page loaded and rendered in {time.perf_counter() - started:.2f} s (Chromium start included)")
@@ -119,6 +146,29 @@ def test_the_page_shows_the_numbers_in_the_state(served):
     assert shown.latest == [[row[1], *row[2:], file] for row, file in zip(newest, newest_files(store, settings, keys), strict=True)]
 
 
+def get(url: str, **headers: str) -> int:
+    """The status of a GET."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_data_routes_answer_only_to_a_signed_in_user(served):
+    api = served.guarded_api
+    body = json.dumps({"username": "admin", "password": served.password}).encode()
+    request = urllib.request.Request(f"{api}/auth/token", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        token = json.load(response)["access_token"]
+    for route in ("/patternflow/api/stream", "/patternflow/api/stream/html"):
+        assert get(api + route) == 401
+        assert get(api + route, Authorization=f"Bearer {token}") == 200  # a script, with a token
+        assert get(api + route, Cookie=f"_token={token}") == 200  # the UI's session, as the framed page sends it
+        assert get(api + route, Authorization=f"Bearer {token[:-4]}AAAA") == 403  # a forged token
+    assert get(f"{api}/patternflow/") == 200  # the page holds no data
+
+
 def newest_files(store: S3Store, settings: PipelineSettings, keys: list[str]) -> list[str]:
     """The file of each of the newest rows, newest first."""
     names = [key[len(settings.output_prefix) :] for key in keys for _ in file_rows(store.get(key).decode())]
@@ -126,7 +176,7 @@ def newest_files(store: S3Store, settings: PipelineSettings, keys: list[str]) ->
 
 
 def test_the_json_api_answers_through_airflows_authorisation(served):
-    _, api, store, settings = served
+    api, store, settings = served.api, served.store, served.settings
     with urllib.request.urlopen(f"{api}/patternflow/api/stream", timeout=30) as response:
         body = json.load(response)
     assert body["progress"]["chunks_processed"] == read_progress(store, settings).chunks_folded
@@ -137,7 +187,7 @@ def test_the_json_api_answers_through_airflows_authorisation(served):
 
 
 def test_the_page_sits_in_the_airflow_uis_navigation(served, tmp_path):
-    browser, api, _, _ = served
+    browser, api = served.browser, served.api
     url = f"{api}/plugin/pattern-detections"
     dom = dump_dom(browser, url)
     assert 'href="/plugin/pattern-detections"' in dom or "plugin/pattern-detections" in dom  # the nav entry

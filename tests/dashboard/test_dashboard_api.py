@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 
 from fastapi.testclient import TestClient
 
@@ -75,14 +78,29 @@ def test_an_unreadable_stream_is_a_503_with_the_reason(finished):
     assert response.status_code == 503 and "NoSuchBucket" in response.json()["detail"]
 
 
-def test_the_plugin_mounts_the_app_and_adds_the_page_to_the_navigation():
+def load_plugin():
     spec = importlib.util.spec_from_file_location("patternflow_dashboard_plugin", PROJECT / "plugins" / "patternflow_dashboard.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    plugin = module.PatternflowDashboard
+    return module
+
+
+def test_the_plugin_mounts_the_app_and_adds_the_page_to_the_navigation():
+    plugin = load_plugin().PatternflowDashboard
     (app,) = plugin.fastapi_apps
     (view,) = plugin.external_views
     assert app["url_prefix"] == "/patternflow"
-    assert {route.path for route in app["app"].routes} >= {"/", "/api/stream", "/api/stream/html"}
     assert view["destination"] == "nav" and view["url_route"] == "pattern-detections"
     assert view["href"] == "patternflow/"  # relative to the UI's base URL, so it works behind a proxy path
+    client = TestClient(app["app"])
+    assert client.get("/").status_code == 200
+    assert client.get("/icon.svg").headers["content-type"] == "image/svg+xml"
+    assert client.get("/api/stream").status_code == 401  # Airflow's own check, before anything is read
+
+
+def test_loading_the_plugin_loads_neither_fastapi_nor_airflows_api():
+    """Every task process loads the plugins: the app is built on the api-server's first request instead."""
+    code = "import sys, patternflow_dashboard; print(sorted(m for m in sys.modules if m.startswith(('fastapi', 'airflow.api_fastapi'))))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

@@ -77,6 +77,23 @@ def _reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from patternflow.report import write_report
+    from patternflow.s3 import S3Store, endpoint_client
+    from patternflow.settings import PipelineSettings
+
+    settings = PipelineSettings.resolve({"bucket": args.bucket})
+    view = write_report(S3Store(endpoint_client(args.endpoint_url), settings.bucket), settings, Path(args.out), args.unfinished)
+    progress, detections = view["progress"], view["detections"]
+    print(
+        f"wrote {args.out}: {progress['chunks_processed']} chunks, {detections['total']} detections, "
+        f"{len(view['files'])} detection files" + ("" if progress["finished"] else " (stream not finished)")
+    )
+    return 0
+
+
 class _Progress:
     """A one-line progress bar on a terminal; silent when output is not a terminal."""
 
@@ -154,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--endpoint-url", help="S3 endpoint (MinIO, the embedded server); default: AWS")
     reset.add_argument("--bucket", help="bucket (default: PATTERNFLOW_BUCKET or patternflow)")
     reset.set_defaults(handler=_reset)
+
+    report = commands.add_parser(
+        "report", help="write a stream's progress, lag and detections (the UI page's figures and plots) to a standalone HTML file"
+    )
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--endpoint-url", help="S3 endpoint (MinIO, the embedded server); default: AWS")
+    report.add_argument("--bucket", help="bucket (default: PATTERNFLOW_BUCKET or patternflow)")
+    report.add_argument("--unfinished", action="store_true", help="report on a stream that is not finished yet (else: an error)")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -126,6 +126,7 @@ def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
         )
         password = _admin_password(options.home)
         print(f"Airflow UI: {api}  (login: admin / {password})", file=out, flush=True)
+        print(f"Pattern detections page: {api}/plugin/pattern-detections", file=out, flush=True)
         print("the producer and the detector run by themselves; Ctrl-C stops everything\n", file=out, flush=True)
         return _watch(options, settings, S3Store(client, settings.bucket), api, password, stop, started, out)
 

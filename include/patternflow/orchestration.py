@@ -161,3 +161,20 @@ class NextChunkSensor(S3KeySensor):
             return super().resume_execution(next_method, next_kwargs, context)
         except AirflowSensorTimeout:
             return self.execute(context)
+
+
+_DASHBOARD_STORES: dict[PipelineSettings, tuple[float, S3Store]] = {}
+DASHBOARD_CLIENT_SECONDS = 60.0
+"""How long the dashboard reuses an S3 client before asking the connection again."""
+
+
+def dashboard_source() -> tuple[S3Store, PipelineSettings]:
+    """The store and settings of the "Pattern detections" page: the same as the DAGs' (Variable
+    ``patternflow_settings``, ``PATTERNFLOW_*``, connection ``aws_conn_id``), read at each request;
+    the S3 client is reused for a minute rather than made again every few seconds."""
+    settings = settings_for()
+    made, store = _DASHBOARD_STORES.get(settings, (0.0, None))
+    if store is None or time.monotonic() - made > DASHBOARD_CLIENT_SECONDS:
+        store = s3_store(settings)
+        _DASHBOARD_STORES[settings] = (time.monotonic(), store)
+    return store, settings

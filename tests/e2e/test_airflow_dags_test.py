@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,42 +10,17 @@ from patternflow.replay import replay
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.status import read_progress
-from tests.helpers import file_rows, lively_config, lively_environment, read_files
+from tests.airflow_runs import airflow, airflow_environment
+from tests.helpers import file_rows, lively_config, read_files
 
-PROJECT = Path(__file__).resolve().parents[2]
 CHUNK = 5_000
 
 pytestmark = pytest.mark.slow
 
 
-def airflow(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), *args], capture_output=True, text=True, env=env, timeout=300, cwd=PROJECT
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result.stdout + result.stderr
-
-
 @pytest.fixture
-def airflow_env(tmp_path, s3_endpoint, bucket, small_banksim) -> dict[str, str]:
-    connection = {
-        "conn_type": "aws",
-        "login": "test",
-        "password": "test",
-        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))}
-    env |= lively_environment(CHUNK) | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
-        "PATTERNFLOW_BUCKET": bucket,
-        "PATTERNFLOW_TRANSACTIONS": str(small_banksim.transactions),
-        "PATTERNFLOW_IMPORTANCE": str(small_banksim.importance),
-        "AIRFLOW_VAR_PATTERNFLOW_SETTINGS": json.dumps({"max_chunks_per_run": 5}),  # an Airflow Variable
-    }
+def airflow_env(tmp_path: Path, s3_endpoint, bucket, small_banksim) -> dict[str, str]:
+    env = airflow_environment(tmp_path / "airflow", s3_endpoint, bucket, small_banksim, CHUNK, {"max_chunks_per_run": 5})
     airflow(env, "db", "migrate")
     return env
 

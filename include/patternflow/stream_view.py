@@ -1,0 +1,138 @@
+"""Everything the "Pattern detections" page and ``patternflow report`` show, as one plain dict.
+
+Both read a stream through an ``ObjectStore`` and build their figures here, so that the page in
+the Airflow UI, its JSON API and the standalone report can never disagree. The dict is made of
+JSON types only (it is the API's response body as is).
+
+Reads: the stream manifest and the state's ``CURRENT`` pointer (``status.read_progress``), a
+listing of the chunks (uploaded count, end-of-stream marker), every per-chunk metrics record,
+a listing of the detection files and each file once to count its rows (later reads come from
+``RowCounts``, keyed by the file's MD5, so a page refreshing every few seconds re-reads only
+files that changed), and the newest files again for the latest rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from patternflow.detections import FILE_HEADER
+from patternflow.layout import PATTERNS
+from patternflow.settings import PipelineSettings
+from patternflow.status import read_chunk_metrics, read_progress
+from patternflow.store import ObjectStore
+
+LATEST_ROWS = 20
+"""How many of the newest detection rows the view carries."""
+
+_FILE_NUMBER = re.compile(r"detection_(\d+)\.csv$")
+
+
+@dataclass
+class RowCounts:
+    """Rows per detection file, remembered by (key, MD5): a file is read again only when it changes."""
+
+    known: dict[tuple[str, str], list[list[str]]] = field(default_factory=dict)
+
+    def rows(self, store: ObjectStore, key: str, digest: str | None) -> list[list[str]]:
+        """The file's detection rows (header left out)."""
+        if digest is not None and (key, digest) in self.known:
+            return self.known[(key, digest)]
+        rows = list(csv.reader(io.StringIO(store.get(key).decode())))[1:]
+        if digest is not None:
+            self.known = {k: v for k, v in self.known.items() if k[0] != key}
+            self.known[(key, digest)] = rows
+        return rows
+
+
+def build_view(store: ObjectStore, settings: PipelineSettings, row_counts: RowCounts | None = None, now: float | None = None) -> dict:
+    """The stream's progress, per-chunk timings, detections and detection files, as JSON types."""
+    row_counts = row_counts or RowCounts()
+    progress = read_progress(store, settings, count_uploads=True)
+    chunks = [_chunk(record) for record in read_chunk_metrics(store, settings)]
+    files, latest = _files(store, settings, row_counts)
+    in_files = sum(f["rows"] for f in files)
+    by_pattern = {pattern: progress.detections_by_pattern.get(pattern, 0) for pattern in PATTERNS}
+    return {
+        "bucket": settings.bucket,
+        "generated_at": time.time() if now is None else now,
+        "progress": {
+            "started": progress.started,
+            "chunks_total": progress.chunks_total,
+            "rows_total": progress.rows_total,
+            "chunks_uploaded": progress.chunks_uploaded,
+            "chunks_processed": progress.chunks_folded,
+            "rows_processed": progress.rows_folded,
+            "end_of_stream_marker": bool(progress.end_of_stream_marker),
+            "finished": progress.finished,
+            "committed_at": progress.committed_at,
+        },
+        "detections": {
+            "total": sum(by_pattern.values()),
+            "by_pattern": by_pattern,
+            "in_files": in_files,
+            "pending": max(sum(by_pattern.values()) - in_files, 0),
+        },
+        "lag_seconds": _summary([c["lag_seconds"] for c in chunks]),
+        "chunks": chunks,
+        "files": files,
+        "latest_detections": latest,
+    }
+
+
+def _chunk(record: dict) -> dict:
+    """One chunk's metrics record, with the durations the page plots."""
+    committed = record.get("committed_at")
+    new = {pattern: record["new_detections"].get(pattern, 0) for pattern in PATTERNS}
+    return {
+        "index": record["index"],
+        "rows": record["rows"],
+        "rows_quarantined": record.get("rows_quarantined", 0),
+        "uploaded_at": record["uploaded_at"],
+        "started_at": record["started_at"],
+        "finished_at": record["finished_at"],
+        "committed_at": committed,
+        "processing_seconds": record["finished_at"] - record["started_at"],
+        "lag_seconds": (committed or record["finished_at"]) - record["uploaded_at"],
+        "new_detections": new,
+        "files": [key.rsplit("/", 1)[-1] for key in record["files"]],
+    }
+
+
+def _files(store: ObjectStore, settings: PipelineSettings, row_counts: RowCounts) -> tuple[list[dict], list[dict]]:
+    """Each detection file with its row count, in file order, and the newest rows (newest first)."""
+    digests = store.digests(settings.output_prefix)
+    keys = sorted((k for k in store.list(settings.output_prefix) if _FILE_NUMBER.search(k)), key=_file_number)
+    files, rows_by_key = [], {}
+    for key in keys:
+        rows_by_key[key] = row_counts.rows(store, key, digests.get(key))
+        files.append({"name": key[len(settings.output_prefix) :], "key": key, "rows": len(rows_by_key[key])})
+    latest: list[dict] = []
+    for key in reversed(keys):
+        for row in reversed(rows_by_key[key]):
+            latest.append({"file": key[len(settings.output_prefix) :], **dict(zip(FILE_HEADER, row, strict=False))})
+            if len(latest) == LATEST_ROWS:
+                return files, latest
+    return files, latest
+
+
+def _file_number(key: str) -> int:
+    match = _FILE_NUMBER.search(key)
+    return int(match.group(1)) if match else -1
+
+
+def _summary(values: list[float]) -> dict | None:
+    """Min, median, 95th percentile (nearest rank) and max; None when there is no value."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {
+        "min": ordered[0],
+        "median": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "max": ordered[-1],
+    }

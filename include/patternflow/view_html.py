@@ -1,0 +1,132 @@
+"""The stream view (``stream_view.build_view``) as HTML: the one rendering the page and the report share.
+
+Every figure shown carries ``data-figure="<name>"`` so that a test (or a person's script) can
+read the numbers off the page; every value from S3 is escaped.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from html import escape
+from importlib import resources
+
+from patternflow.charts import detections_chart, lag_chart
+
+
+def stylesheet() -> str:
+    return resources.files("patternflow").joinpath("web/style.css").read_text()
+
+
+def render_sections(view: dict) -> str:
+    """The page's body: status, progress tiles, the two charts, latest detections, files, chunks."""
+    return "\n".join(
+        (_heading(view), _tiles(view), _charts(view), _latest(view["latest_detections"]), _files(view), _chunks(view["chunks"]))
+    )
+
+
+def _figure(name: str, value: object, text: str | None = None) -> str:
+    shown = text if text is not None else (f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    return f'<span data-figure="{escape(name)}" data-value="{escape(str(value))}">{escape(shown)}</span>'
+
+
+def _heading(view: dict) -> str:
+    progress = view["progress"]
+    if not progress["started"]:
+        status, css = "no stream yet", "pf-running"
+    elif progress["finished"]:
+        status, css = "finished", "pf-done"
+    else:
+        status, css = "streaming", "pf-running"
+    generated = datetime.fromtimestamp(view["generated_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f'<p class="pf-subtitle">Stream in <code>s3://{escape(view["bucket"])}</code> '
+        f'<span class="pf-status {css}" data-figure="status" data-value="{status}">{status}</span> '
+        f"&middot; as of {generated}</p>"
+    )
+
+
+def _tiles(view: dict) -> str:
+    progress, detections, lag = view["progress"], view["detections"], view["lag_seconds"]
+    total = progress["chunks_total"]
+    of_total = f" <small>of {total:,}</small>" if total is not None else ""
+    end = "reached" if progress["end_of_stream_marker"] else "not yet"
+    tiles = [
+        ("Chunks uploaded", _figure("chunks_uploaded", progress["chunks_uploaded"] or 0) + of_total),
+        ("Chunks processed", _figure("chunks_processed", progress["chunks_processed"]) + of_total),
+        ("Rows processed", _figure("rows_processed", progress["rows_processed"])),
+        ("End of stream", _figure("end_of_stream_marker", progress["end_of_stream_marker"], end)),
+        ("Detections", _figure("detections_total", detections["total"])),
+        *((pattern, _figure(f"detections_{pattern}", count)) for pattern, count in detections["by_pattern"].items()),
+        ("Detection files", _figure("files", len(view["files"]))),
+        ("Lag median / max", _lag(lag)),
+    ]
+    cells = "".join(f'<div class="pf-tile"><dl><dt>{escape(label)}</dt><dd>{value}</dd></dl></div>' for label, value in tiles)
+    return f'<section class="pf-tiles" aria-label="Stream progress">{cells}</section>'
+
+
+def _lag(lag: dict | None) -> str:
+    if not lag:
+        return "&ndash;"
+    median = _figure("lag_median", round(lag["median"], 2), f"{lag['median']:.2f}")
+    longest = _figure("lag_max", round(lag["max"], 2), f"{lag['max']:.2f}")
+    return f"{median} / {longest} <small>s</small>"
+
+
+def _charts(view: dict) -> str:
+    pending = view["detections"]["pending"]
+    waiting = f"{_figure('detections_pending', pending)} detections wait for the next file of 50 rows"
+    note = f'<p class="pf-note">{waiting}.</p>' if pending else ""
+    return (
+        '<section class="pf-grid2">'
+        f'<div class="pf-panel"><h2>Lag per chunk over time</h2>{lag_chart(view["chunks"])}</div>'
+        f'<div class="pf-panel"><h2>Detections per pattern</h2>{detections_chart(view["detections"]["by_pattern"])}{note}</div>'
+        "</section>"
+    )
+
+
+def _latest(rows: list[dict]) -> str:
+    columns = ("detectionTime", "patternId", "ActionType", "customerName", "MerchantId", "file")
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join("<tr data-latest>" + "".join(f"<td>{escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows)
+    empty = "" if rows else f'<tr><td colspan="{len(columns)}">no detection file yet</td></tr>'
+    return (
+        '<section class="pf-panel" style="margin-bottom:16px"><h2>Latest detections</h2>'
+        f'<div class="pf-scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}{empty}</tbody></table></div></section>"
+    )
+
+
+def _files(view: dict) -> str:
+    rows = "".join(
+        f'<tr data-file="{escape(f["name"])}"><td>{escape(f["name"])}</td>'
+        f'<td class="pf-num" data-figure="file_rows" data-value="{f["rows"]}">{f["rows"]}</td></tr>'
+        for f in reversed(view["files"])
+    )
+    empty = "" if view["files"] else '<tr><td colspan="2">no detection file yet</td></tr>'
+    return (
+        '<section class="pf-grid2"><div class="pf-panel"><h2>Detection files</h2>'
+        f'<div class="pf-scroll"><table><thead><tr><th>file</th><th class="pf-num">rows</th></tr></thead><tbody>{rows}{empty}</tbody>'
+        f'</table></div><p class="pf-note">{_figure("rows_in_files", view["detections"]["in_files"])} rows in '
+        f"{len(view['files'])} files under <code>{escape(_prefix(view))}</code></p></div></section>"
+    )
+
+
+def _prefix(view: dict) -> str:
+    return view["files"][0]["key"].rsplit("/", 1)[0] + "/" if view["files"] else ""
+
+
+def _chunks(chunks: list[dict]) -> str:
+    columns = ("chunk", "rows", "quarantined", "processing (s)", "lag (s)", "PatId1", "PatId2", "PatId3", "files written")
+    head = "".join(f'<th class="pf-num">{c}</th>' if c != "files written" else f"<th>{c}</th>" for c in columns)
+    body = "".join(
+        f'<tr data-chunk="{c["index"]}"><td class="pf-num">{c["index"]}</td><td class="pf-num">{c["rows"]:,}</td>'
+        f'<td class="pf-num">{c["rows_quarantined"]:,}</td><td class="pf-num">{c["processing_seconds"]:.2f}</td>'
+        f'<td class="pf-num" data-figure="chunk_lag" data-value="{c["lag_seconds"]:.3f}">{c["lag_seconds"]:.2f}</td>'
+        + "".join(f'<td class="pf-num">{n}</td>' for n in c["new_detections"].values())
+        + f"<td>{escape(', '.join(c['files']))}</td></tr>"
+        for c in reversed(chunks)
+    )
+    return (
+        f'<section class="pf-panel"><details><summary>Per-chunk metrics ({len(chunks)} chunks)</summary>'
+        f'<div class="pf-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></details></section>'
+    )

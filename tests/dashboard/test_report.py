@@ -1,0 +1,62 @@
+"""``patternflow report``: one standalone HTML file with the page's figures and plots."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from patternflow.cli import main
+from patternflow.status import read_progress
+from tests.dashboard.chromium import figures, number
+from tests.helpers import file_rows
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch):
+    """The S3 server takes any key; boto3 wants one from somewhere (the environment, as for AWS)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+
+def report(stream, out, *extra: str) -> int:
+    return main(["report", "--out", str(out), "--endpoint-url", stream.endpoint, "--bucket", stream.settings.bucket, *extra])
+
+
+def test_the_report_of_a_finished_stream_stands_alone_and_shows_its_figures(finished, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    assert report(finished, out) == 0
+    assert f"wrote {out}: 12 chunks" in capsys.readouterr().out
+    html = out.read_text()
+
+    assert html.startswith("<!DOCTYPE html>") and "<style>" in html
+    assert "<script" not in html.lower()
+    assert not re.search(r"\b(src|href)\s*=", html) and "url(" not in html and "@import" not in html  # nothing to fetch
+    assert re.findall(r"https?://[^\s\"'<>]+", html) == ["http://www.w3.org/2000/svg"] * 2  # the SVG namespace, twice
+    assert html.count("<svg") == 2 and "Lag per chunk" in html and "Detections per pattern" in html
+
+    state = read_progress(finished.store, finished.settings)
+    shown = figures(html)
+    assert number(shown.figures["chunks_processed"][0]) == state.chunks_folded
+    assert number(shown.figures["rows_processed"][0]) == state.rows_folded
+    assert number(shown.figures["detections_total"][0]) == state.detections
+    for pattern, count in state.detections_by_pattern.items():
+        assert number(shown.figures[f"detections_{pattern}"][0]) == count
+    prefix = finished.settings.output_prefix
+    on_s3 = {key[len(prefix) :]: len(file_rows(finished.store.get(key).decode())) for key in finished.store.list(prefix)}
+    assert {name: int(rows) for name, rows in shown.file_rows.items()} == on_s3
+
+
+def test_an_unfinished_stream_is_reported_only_when_asked(running, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    assert report(running, out) == 2
+    assert "is not finished (6 of 12 chunks processed)" in capsys.readouterr().err
+    assert not out.exists()
+    assert report(running, out, "--unfinished") == 0
+    assert "(stream not finished)" in capsys.readouterr().out
+    assert number(figures(out.read_text()).figures["chunks_processed"][0]) == 6
+
+
+def test_a_bucket_without_a_stream_is_an_error(finished, tmp_path, capsys, s3_client, bucket):
+    assert main(["report", "--out", str(tmp_path / "r.html"), "--endpoint-url", finished.endpoint, "--bucket", bucket]) == 2
+    assert "no stream in" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""The figures of the page and the report (``stream_view``) against what the state and S3 hold."""
+
+from __future__ import annotations
+
+import statistics
+
+from patternflow.detections import FILE_HEADER
+from patternflow.layout import PATTERNS
+from patternflow.settings import PipelineSettings
+from patternflow.status import read_chunk_metrics, read_progress
+from patternflow.store import LocalStore
+from patternflow.stream_view import LATEST_ROWS, RowCounts, build_view
+from patternflow.view_html import render_sections
+from tests.dashboard.conftest import Stream
+from tests.helpers import file_rows
+
+
+def files_on_s3(stream: Stream) -> dict[str, list[list[str]]]:
+    prefix = stream.settings.output_prefix
+    return {key[len(prefix) :]: file_rows(stream.store.get(key).decode()) for key in stream.store.list(prefix)}
+
+
+def test_a_finished_stream_shows_what_its_state_holds(finished):
+    view = build_view(finished.store, finished.settings)
+    state = read_progress(finished.store, finished.settings)
+    metrics = read_chunk_metrics(finished.store, finished.settings)
+    on_s3 = files_on_s3(finished)
+
+    assert view["progress"] == {
+        "started": True,
+        "chunks_total": state.chunks_total,
+        "rows_total": state.rows_total,
+        "chunks_uploaded": state.chunks_total,
+        "chunks_processed": state.chunks_folded,
+        "rows_processed": state.rows_folded,
+        "end_of_stream_marker": True,
+        "finished": True,
+        "committed_at": state.committed_at,
+    }
+    assert view["detections"]["by_pattern"] == state.detections_by_pattern
+    assert view["detections"]["total"] == state.detections == sum(len(rows) for rows in on_s3.values())
+    assert view["detections"]["pending"] == 0
+    assert {f["name"]: f["rows"] for f in view["files"]} == {name: len(rows) for name, rows in on_s3.items()}
+    assert [f["name"] for f in view["files"]] == [f"detection_{i}.csv" for i in range(len(on_s3))]  # in file order
+
+    assert [c["index"] for c in view["chunks"]] == list(range(state.chunks_total))
+    for chunk, record in zip(view["chunks"], metrics, strict=True):
+        assert chunk["lag_seconds"] == record["committed_at"] - record["uploaded_at"] > 0
+        assert chunk["processing_seconds"] == record["finished_at"] - record["started_at"] >= 0
+        assert record["uploaded_at"] <= record["started_at"] <= record["finished_at"] <= record["committed_at"]
+    for pattern in PATTERNS:  # every detection is counted once, in the chunk that made it
+        assert sum(c["new_detections"][pattern] for c in view["chunks"]) == state.detections_by_pattern[pattern]
+    written = [name for c in view["chunks"] for name in c["files"]]
+    assert written == sorted(set(written), key=lambda n: int(n[10:-4]))  # each file once, in order
+    lags = sorted(c["lag_seconds"] for c in view["chunks"])
+    assert view["lag_seconds"]["min"] == lags[0] and view["lag_seconds"]["max"] == lags[-1]
+    assert view["lag_seconds"]["median"] == statistics.median(lags)
+
+    newest = [row for name in sorted(on_s3, key=lambda n: int(n[10:-4])) for row in on_s3[name]][::-1][:LATEST_ROWS]
+    shown = [[row[column] for column in FILE_HEADER] for row in view["latest_detections"]]
+    assert shown == newest
+
+
+def test_a_running_stream_shows_the_chunks_still_waiting(running):
+    view = build_view(running.store, running.settings)
+    state = read_progress(running.store, running.settings)
+
+    assert not state.finished and state.chunks_folded == 6
+    assert view["progress"]["chunks_processed"] == 6
+    assert view["progress"]["chunks_uploaded"] == view["progress"]["chunks_total"] == 12
+    assert view["progress"]["end_of_stream_marker"] and not view["progress"]["finished"]
+    assert [c["index"] for c in view["chunks"]] == list(range(6))
+    in_files = sum(len(rows) for rows in files_on_s3(running).values())
+    assert view["detections"]["in_files"] == in_files
+    assert view["detections"]["pending"] == state.detections - in_files > 0  # not yet 50 for the next file
+
+
+def test_a_bucket_without_a_stream_shows_an_empty_view(tmp_path):
+    view = build_view(LocalStore(tmp_path), PipelineSettings())
+    assert view["progress"]["started"] is False
+    assert view["chunks"] == view["files"] == view["latest_detections"] == []
+    assert view["lag_seconds"] is None
+    assert "no stream yet" in render_sections(view)
+
+
+class CountingStore(LocalStore):
+    """A folder store that counts the reads of each key."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.reads: dict[str, int] = {}
+
+    def get(self, key: str) -> bytes:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key)
+
+
+HEADER = "YStartTime,detectionTime,patternId,ActionType,customerName,MerchantId\n"
+
+
+def test_a_detection_file_is_read_again_only_when_it_changed(tmp_path):
+    store, settings, counts = CountingStore(tmp_path), PipelineSettings(), RowCounts()
+    key = f"{settings.output_prefix}detection_0.csv"
+    store.put(key, (HEADER + "a,b,PatId1,UPGRADE,C1,M1\n").encode())
+    first = counts.rows(store, key, "digest-1")
+    again = counts.rows(store, key, "digest-1")
+    assert first == again == [["a", "b", "PatId1", "UPGRADE", "C1", "M1"]] and store.reads[key] == 1
+    store.put(key, (HEADER + "a,b,PatId1,UPGRADE,C1,M1\na,b,PatId2,CHILD,C2,M1\n").encode())
+    assert len(counts.rows(store, key, "digest-2")) == 2 and store.reads[key] == 2
+    assert len(counts.known) == 1  # the old version is forgotten
+
+
+def test_values_from_s3_are_escaped_in_the_html(tmp_path):
+    store, settings = LocalStore(tmp_path), PipelineSettings()
+    store.put(f"{settings.output_prefix}detection_0.csv", (HEADER + 'a,b,PatId1,UPGRADE,"<img src=x onerror=alert(1)>",M1\n').encode())
+    html = render_sections(build_view(store, settings))
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html

@@ -138,7 +138,10 @@ def start_s3(options: LaunchOptions, settings: PipelineSettings, started: Proces
     client = endpoint_client(endpoint, access_key=access_key, secret_key=secret_key)
     if options.s3_endpoint:
         print(f"using the S3 endpoint {endpoint}", file=out, flush=True)
-        wait_until(lambda: _s3_ready(client), 30, f"the S3 endpoint {endpoint} does not answer", started)
+        try:
+            client.list_buckets()
+        except Exception as exc:  # whatever boto says (no credentials, refused, denied) is the message
+            raise LaunchError(f"the S3 endpoint {endpoint} cannot be used: {exc}") from None
     else:
         print(f"starting the S3 server on {endpoint} ...", file=out, flush=True)
         started.start("s3-server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options.s3_port)])

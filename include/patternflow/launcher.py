@@ -407,8 +407,11 @@ class Processes:
         import psutil
 
         process = self._by_name.pop(name)
-        group = os.getpgid(process.pid)
-        os.killpg(group, signal.SIGSTOP)
+        try:
+            group = os.getpgid(process.pid)
+            os.killpg(group, signal.SIGSTOP)
+        except ProcessLookupError:  # it had already exited and been reaped
+            return
         groups = {group}
         with contextlib.suppress(psutil.NoSuchProcess):
             for child in psutil.Process(process.pid).children(recursive=True):

@@ -62,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         pg_port=args.pg_port,
         redis_port=args.redis_port,
+        s3_endpoint=args.s3_endpoint,
     )
     return run(options)
 
@@ -151,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--timeout", type=float, help="with --exit-when-done: exit 1 if the stream is not complete after this many seconds")
     run.add_argument("--s3-port", type=_positive, default=5055, help="port of the S3 server on 127.0.0.1 (default 5055)")
+    run.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="use this S3 endpoint (e.g. MinIO) instead of starting the embedded server; the bucket is created there if missing, "
+        "with the credentials of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (else boto's usual chain)",
+    )
     run.add_argument("--ui-port", type=_positive, default=8080, help="port of the Airflow UI and API on 127.0.0.1 (default 8080)")
     run.add_argument("--chunk-size", type=_positive, help="rows per chunk (default: PATTERNFLOW_CHUNK_SIZE or 10,000)")
     run.add_argument("--tick", type=float, help="seconds between chunks (default: PATTERNFLOW_TICK_SECONDS or 1)")

@@ -6,8 +6,15 @@ dag-processor, triggerer) with only this project's DAGs, unpaused, and watches t
 chunks uploaded and processed, detections per pattern, lag. When the stream is complete it
 copies the detection files to the output folder, since the in-memory S3 goes away with it.
 
+With ``--s3-endpoint URL`` it uses that S3 endpoint instead of starting its own server (the
+credentials then come from ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``, or boto's usual
+chain), and creates the bucket there if it is missing.
+
 Every process it starts runs in a process group of its own, and every group is stopped on the
-way out (Ctrl-C, SIGTERM, the end of the stream with ``--exit-when-done``, or an error).
+way out (Ctrl-C, SIGTERM, the end of the stream with ``--exit-when-done``, or an error). The
+building blocks (``Processes``, ``start_s3``, ``airflow_environment``, ``migrate``,
+``start_components``, ``wait_for_airflow``) also let a test start Airflow's components one by
+one and kill or restart any of them.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from patternflow.errors import PatternflowError
 from patternflow.s3 import S3Store, endpoint_client
@@ -64,17 +71,25 @@ class LaunchOptions:
     workers: int = 2
     pg_port: int = 5433
     redis_port: int = 6380
+    s3_endpoint: str | None = None
+    """An S3 endpoint to use instead of starting the embedded server (then s3_port is unused)."""
+    airflow_home: Path | None = None
+    """AIRFLOW_HOME and the logs; default .airflow/ (distributed: .run/airflow/) in the project."""
 
     @property
     def home(self) -> Path:
         """AIRFLOW_HOME and the logs of every process started."""
+        if self.airflow_home:
+            return self.airflow_home
         return self.project / (".run" / Path("airflow") if self.distributed else Path(".airflow"))
 
     def worker_log_port(self, number: int) -> int:
         return 8792 + number
 
     def ports(self) -> list[tuple[int, str]]:
-        ports = [(self.s3_port, "the S3 server (--s3-port)"), (self.ui_port, "the Airflow UI (--ui-port)")]
+        ports = [(self.ui_port, "the Airflow UI (--ui-port)")]
+        if not self.s3_endpoint:
+            ports.insert(0, (self.s3_port, "the S3 server (--s3-port)"))
         if self.distributed:
             ports += [(self.pg_port, "PostgreSQL (--pg-port)"), (self.redis_port, "Redis (--redis-port)")]
             ports += [(self.worker_log_port(n), f"Celery worker {n}'s log server") for n in range(1, self.workers + 1)]
@@ -104,58 +119,95 @@ def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
     options.home.mkdir(parents=True, exist_ok=True)
     settings = PipelineSettings.resolve({}, environ=_pipeline_environment(options))
     stop = _install_signal_handlers()
-    with _processes() as started:
-        endpoint = f"http://127.0.0.1:{options.s3_port}"
-        print(f"starting the S3 server on {endpoint} ...", file=out, flush=True)
-        server = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options.s3_port)]
-        started.append(_spawn(server, options.home / "s3-server.log"))
-        client = endpoint_client(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
-        _wait_until(lambda: _s3_ready(client), 30, f"the S3 server did not start; see {options.home}/s3-server.log", started)
-        client.create_bucket(Bucket=settings.bucket)
-        print(f"bucket s3://{settings.bucket} created", file=out, flush=True)
-        env = _airflow_environment(options, endpoint)
+    with processes(options.home) as started:
+        endpoint, client = start_s3(options, settings, started, out)
+        env = airflow_environment(options, endpoint)
         if options.distributed:
             _start_distributed(options, env, started, out)
         else:
             print("starting Airflow standalone (the first start takes a minute) ...", file=out, flush=True)
             (options.home / "airflow.db").unlink(missing_ok=True)  # runs of an earlier stream, whose S3 is gone
-            started.append(_spawn(["airflow", "standalone"], options.home / "standalone.log", env))
-        api = f"http://127.0.0.1:{options.ui_port}"
-        _wait_until(
-            lambda: _http_ok(f"{api}/api/v2/monitor/health"), 240, f"Airflow did not start; see the logs in {options.home}", started
-        )
-        password = _admin_password(options.home)
+            started.start("standalone", ["airflow", "standalone"], env)
+        api, password = wait_for_airflow(options, started)
         print(f"Airflow UI: {api}  (login: admin / {password})", file=out, flush=True)
         print(f"Pattern detections page: {api}/plugin/pattern-detections", file=out, flush=True)
         print("the producer and the detector run by themselves; Ctrl-C stops everything\n", file=out, flush=True)
         return _watch(options, settings, S3Store(client, settings.bucket), api, password, stop, started, out)
 
 
-def _start_distributed(options: LaunchOptions, env: dict[str, str], started: list[subprocess.Popen], out: IO[str]) -> None:
+def start_s3(options: LaunchOptions, settings: PipelineSettings, started: Processes, out: IO[str]) -> tuple[str, Any]:
+    """The embedded S3 server (or the ``--s3-endpoint``) with the bucket in it: its URL and a client."""
+    endpoint = options.s3_endpoint or f"http://127.0.0.1:{options.s3_port}"
+    access_key, secret_key = s3_credentials(options)
+    client = endpoint_client(endpoint, access_key=access_key, secret_key=secret_key)
+    if options.s3_endpoint:
+        print(f"using the S3 endpoint {endpoint}", file=out, flush=True)
+        try:
+            client.list_buckets()
+        except Exception as exc:  # whatever boto says (no credentials, refused, denied) is the message
+            raise LaunchError(f"the S3 endpoint {endpoint} cannot be used: {exc}") from None
+    else:
+        print(f"starting the S3 server on {endpoint} ...", file=out, flush=True)
+        started.start("s3-server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(options.s3_port)])
+        wait_until(lambda: _s3_ready(client), 30, f"the S3 server did not start; see {options.home}/s3-server.log", started)
+    if settings.bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=settings.bucket)
+        print(f"bucket s3://{settings.bucket} created", file=out, flush=True)
+    return endpoint, client
+
+
+def s3_credentials(options: LaunchOptions) -> tuple[str | None, str | None]:
+    """The embedded server's throwaway pair; for ``--s3-endpoint``, the environment's (None: boto's chain)."""
+    if not options.s3_endpoint:
+        return ACCESS_KEY, SECRET_KEY
+    return os.environ.get("AWS_ACCESS_KEY_ID") or None, os.environ.get("AWS_SECRET_ACCESS_KEY") or None
+
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+"""Airflow's long-running components, each its own process (``airflow standalone`` runs them all)."""
+
+
+def migrate(env: dict[str, str], home: Path) -> None:
+    """Create or upgrade Airflow's metadata database (``airflow db migrate``)."""
+    with (home / "migrate.log").open("ab") as log:
+        if subprocess.run(["airflow", "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
+            raise LaunchError(f"airflow db migrate failed; see {home}/migrate.log")
+
+
+def start_components(env: dict[str, str], started: Processes, components: Sequence[str] = COMPONENTS) -> None:
+    """``airflow <component>`` for each, its output in ``<component>.log``."""
+    for component in components:
+        started.start(component, ["airflow", component], env)
+
+
+def wait_for_airflow(options: LaunchOptions, started: Processes) -> tuple[str, str]:
+    """Wait until the API server answers; its URL and the admin password."""
+    api = f"http://127.0.0.1:{options.ui_port}"
+    wait_until(lambda: _http_ok(f"{api}/api/v2/monitor/health"), 240, f"Airflow did not start; see the logs in {options.home}", started)
+    return api, _admin_password(options.home)
+
+
+def _start_distributed(options: LaunchOptions, env: dict[str, str], started: Processes, out: IO[str]) -> None:
     """PostgreSQL, Redis, then Airflow's components one by one with two Celery workers."""
     from patternflow import services
 
     run_dir = options.project / ".run"
     print(f"starting PostgreSQL on 127.0.0.1:{options.pg_port} and Redis on 127.0.0.1:{options.redis_port} ...", file=out, flush=True)
     data = services.init_postgres(run_dir / "postgres")
-    started.append(_spawn(services.postgres_command(data, options.pg_port), options.home / "postgres.log"))
-    _wait_until(lambda: services.postgres_ready(options.pg_port), 60, f"PostgreSQL did not start; see {options.home}/postgres.log", started)
+    started.start("postgres", services.postgres_command(data, options.pg_port))
+    wait_until(lambda: services.postgres_ready(options.pg_port), 60, f"PostgreSQL did not start; see {options.home}/postgres.log", started)
     services.create_database(options.pg_port)
-    started.append(_spawn(services.redis_command(run_dir / "redis", options.redis_port), options.home / "redis.log"))
-    _wait_until(lambda: services.redis_ready(options.redis_port), 30, f"Redis did not start; see {options.home}/redis.log", started)
+    started.start("redis", services.redis_command(run_dir / "redis", options.redis_port))
+    wait_until(lambda: services.redis_ready(options.redis_port), 30, f"Redis did not start; see {options.home}/redis.log", started)
 
     print("migrating Airflow's database ...", file=out, flush=True)
-    with (options.home / "migrate.log").open("ab") as log:
-        if subprocess.run(["airflow", "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
-            raise LaunchError(f"airflow db migrate failed; see {options.home}/migrate.log")
-    components = ["api-server", "scheduler", "dag-processor", "triggerer"]
-    print(f"starting Airflow: {', '.join(components)} and {options.workers} Celery workers ...", file=out, flush=True)
-    for component in components:
-        started.append(_spawn(["airflow", component], options.home / f"{component}.log", env))
+    migrate(env, options.home)
+    print(f"starting Airflow: {', '.join(COMPONENTS)} and {options.workers} Celery workers ...", file=out, flush=True)
+    start_components(env, started)
     for number in range(1, options.workers + 1):
         worker_env = env | {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(options.worker_log_port(number))}
         command = ["airflow", "celery", "worker", "--celery-hostname", f"worker{number}@%h", "--concurrency", "4"]
-        started.append(_spawn(command, options.home / f"worker{number}.log", worker_env))
+        started.start(f"worker{number}", command, worker_env)
 
 
 def _watch(options, settings, store, api, password, stop, started, out) -> int:
@@ -167,7 +219,7 @@ def _watch(options, settings, store, api, password, stop, started, out) -> int:
         for process in started:
             if process.poll() is not None:
                 display.close()
-                raise LaunchError(f"{' '.join(process.args[:3])} exited with code {process.returncode}; see the logs in .airflow/")
+                raise LaunchError(f"{' '.join(process.args[:3])} exited with code {process.returncode}; see the logs in {options.home}")
         progress = read_progress(store, settings, count_uploads=True)
         metrics = read_chunk_metrics(store, settings) if progress.chunks_folded else []
         display.show(progress, metrics)
@@ -283,13 +335,13 @@ def _pipeline_environment(options: LaunchOptions) -> dict[str, str]:
     return env
 
 
-def _airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str]:
-    connection = {
-        "conn_type": "aws",
-        "login": ACCESS_KEY,
-        "password": SECRET_KEY,
-        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
+def airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str]:
+    """The environment of every Airflow process: this project's DAGs, the ``aws_default``
+    connection to ``endpoint``, the pipeline's ``PATTERNFLOW_*`` settings, LocalExecutor."""
+    connection: dict[str, Any] = {"conn_type": "aws", "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    access_key, secret_key = s3_credentials(options)
+    if access_key and secret_key:
+        connection |= {"login": access_key, "password": secret_key}
     api = f"http://127.0.0.1:{options.ui_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))}
     env.update(_pipeline_environment(options))
@@ -327,23 +379,68 @@ def _airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str
     return env
 
 
-def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    handle = log.open("ab")
-    try:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    finally:
-        handle.close()
+class Processes:
+    """The processes of one run by name, each the leader of a process group of its own."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self._by_name: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``command`` in a new session, its output appended to ``<name>.log``."""
+        running = self._by_name.get(name)
+        if running is not None and running.poll() is None:
+            raise LaunchError(f"{name} is already running (pid {running.pid})")
+        with (self.logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._by_name[name] = process
+        return process
+
+    def __getitem__(self, name: str) -> subprocess.Popen:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[subprocess.Popen]:
+        return iter(list(self._by_name.values()))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL ``name`` as when its machine dies: its process group and every group its
+        descendants lead (Airflow's task runners each lead one, so they would outlive the group).
+
+        The group is stopped first, so that no descendant is started while they are collected.
+        """
+        import psutil
+
+        process = self._by_name.pop(name)
+        try:
+            group = os.getpgid(process.pid)
+            os.killpg(group, signal.SIGSTOP)
+        except ProcessLookupError:  # it had already exited and been reaped
+            return
+        groups = {group}
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(process.pid).children(recursive=True):
+                with contextlib.suppress(ProcessLookupError):
+                    groups.add(os.getpgid(child.pid))
+        for each in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(each, signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self) -> None:
+        """Stop every process, the last started first (Airflow before its database and S3)."""
+        for process in reversed(list(self)):
+            stop_group(process)
+        self._by_name.clear()
 
 
 @contextlib.contextmanager
-def _processes() -> Iterator[list[subprocess.Popen]]:
+def processes(logs: Path) -> Iterator[Processes]:
     """Processes started inside are stopped, with every process of their groups, on the way out."""
-    started: list[subprocess.Popen] = []
+    started = Processes(logs)
     try:
         yield started
     finally:
-        for process in reversed(started):
-            stop_group(process)
+        started.stop_all()
 
 
 def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
@@ -392,7 +489,8 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _wait_until(ready, seconds: float, message: str, started: list[subprocess.Popen]) -> None:
+def wait_until(ready: Callable[[], bool], seconds: float, message: str, started: Processes) -> None:
+    """Poll ``ready`` until it holds; LaunchError after ``seconds`` or as soon as a started process exits."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if ready():

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
-from patternflow.launcher import LaunchError, export, find_project, port_free, stop_group
+from patternflow.launcher import LaunchError, LaunchOptions, Processes, export, find_project, port_free, start_s3, stop_group
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 
@@ -35,6 +38,39 @@ def test_stopping_a_process_stops_its_children_too(tmp_path):
     stop_group(parent, grace=1.0)
     time.sleep(0.2)
     assert not alive(parent.pid) and not alive(child)
+
+
+def test_killing_a_process_kills_the_descendants_that_lead_groups_of_their_own(tmp_path):
+    """As Airflow's task runners do: they would outlive a SIGKILL of the scheduler's group alone."""
+    pids = tmp_path / "pids"
+    started = Processes(tmp_path)
+    started.start("parent", ["bash", "-c", f"setsid sleep 300 & echo $! > {pids}; sleep 300"])
+    deadline = time.monotonic() + 10
+    while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    detached = int(pids.read_text())
+    assert os.getpgid(detached) != os.getpgid(started["parent"].pid)
+    parent = started["parent"]
+    started.kill("parent")
+    deadline = time.monotonic() + 10
+    while alive(detached) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(parent.pid) and not alive(detached)
+    assert parent.returncode == -9
+    started.start("parent", ["true"]).wait()  # the name is free again: the process can be restarted
+
+
+def test_an_external_s3_endpoint_gets_its_bucket_and_no_server_of_ours(s3_endpoint, s3_client, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    bucket = f"pf-{uuid.uuid4().hex[:20]}"
+    options = LaunchOptions(data=tmp_path, output=tmp_path, project=Path.cwd(), s3_endpoint=s3_endpoint)
+    assert all("S3" not in what for _, what in options.ports())
+    started = Processes(tmp_path)
+    for _ in range(2):  # the second time the bucket is already there
+        endpoint, _client = start_s3(options, PipelineSettings(bucket=bucket), started, io.StringIO())
+    assert endpoint == s3_endpoint and not list(started)
+    assert bucket in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
 
 
 def test_port_free_sees_a_listening_socket():

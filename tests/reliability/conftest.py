@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -43,11 +44,15 @@ def s3_files(store: S3Store, settings: PipelineSettings) -> dict[str, list[list[
     return {k.rsplit("/", 1)[1]: without_times(store.get(k).decode()) for k in store.list(settings.output_prefix)}
 
 
+def replay_files(banksim, chunk_size: int, out: Path) -> dict[str, list[list[str]]]:
+    """The detection files of an uninterrupted ``replay`` of the stream, less the time columns."""
+    replay(banksim.transactions, banksim.importance, out, lively_config(chunk_size))
+    return {name: without_times(text) for name, text in read_files(out).items()}
+
+
 @pytest.fixture(scope="session")
 def replayed(small_banksim, tmp_path_factory) -> dict[str, list[list[str]]]:
-    """The detection files of an uninterrupted ``replay`` of the stream: what every test must end with."""
-    out = tmp_path_factory.mktemp("reliability-replay")
-    replay(small_banksim.transactions, small_banksim.importance, out, lively_config(CHUNK))
-    files = {name: without_times(text) for name, text in read_files(out).items()}
+    """Replay's files for ``CHUNK``-row chunks: what every test of this stream must end with."""
+    files = replay_files(small_banksim, CHUNK, tmp_path_factory.mktemp("reliability-replay"))
     assert list(files) == ["detection_0.csv", "detection_1.csv", "detection_2.csv"]
     return files

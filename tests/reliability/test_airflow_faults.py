@@ -1,10 +1,9 @@
 """Faults through the real DAGs, one ``airflow dags test`` process a run (as tests/e2e does).
 
 * A detection run is SIGKILLed in the middle of ``detect_patterns``, its whole process group
-  at once, as when a worker or the scheduler that runs it dies. ``airflow standalone`` does not
-  restart a killed scheduler, so the scheduler restart of issue 6 is tested at the level where
-  its effect lands: the next DAG run resumes from the last commit and the stream completes
-  with replay's files.
+  at once, as when the worker that runs it dies: the next DAG run resumes from the last commit
+  and the stream completes with replay's files. (A scheduler killed and restarted under a live
+  Airflow is ``test_live_airflow.py``.)
 * No secret of the ``aws_default`` connection appears in a task log or the command output.
 """
 

@@ -111,10 +111,10 @@ def test_outside_a_project_the_package_location_decides(tmp_path):
 @pytest.mark.parametrize("distributed", [False, True])
 def test_airflow_loads_the_projects_plugins_in_both_modes(tmp_path, distributed):
     """The "Pattern detections" page is a plugin: standalone and distributed runs both serve it."""
-    from patternflow.launcher import LaunchOptions, _airflow_environment
+    from patternflow.launcher import LaunchOptions, airflow_environment
 
     project = find_project()
     options = LaunchOptions(data=tmp_path, output=tmp_path, project=project, distributed=distributed)
-    env = _airflow_environment(options, "http://127.0.0.1:5055")
+    env = airflow_environment(options, "http://127.0.0.1:5055")
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(project / "plugins")
     assert (project / "plugins" / "patternflow_dashboard.py").is_file()

@@ -1,7 +1,8 @@
 """Load benchmark (``make bench-load``): the producer at 10 chunks a second (tick 0.1 s) through the
 real pipeline (``patternflow run``: S3 server on 127.0.0.1, Airflow standalone, both DAGs) on
 full-size generated BankSim, or ``--scale N`` times it. Prints the upload-to-commit lag
-distribution, the largest backlog and the peak memory (RSS) of the detection task; asserts nothing.
+distribution, the largest backlog and the peak memory (RSS) of the detection task, and checks the
+detection files against ``patternflow replay``'s for the same data (exit 1 if they differ).
 
 The peak RSS is sampled (every 0.2 s) over the run's task processes (process title ``airflow
 worker -- <task instance id>``) that have DuckDB loaded: only ``detect_patterns`` runs the engine.
@@ -10,6 +11,7 @@ worker -- <task instance id>``) that have DuckDB loaded: only ``detect_patterns`
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import socket
 import subprocess
@@ -23,6 +25,7 @@ import psutil
 
 from patternflow import banksim
 from patternflow.generate import generate
+from patternflow.replay import replay
 from tests.benchmarks.bench_e2e import PROJECT, report
 
 
@@ -101,6 +104,27 @@ def main() -> None:
             print(f"  peak RSS of a detect_patterns task process: {memory.peak / 2**20:.0f} MiB ({memory.samples} samples)")
         else:
             print("  peak RSS of the detection task: no task process running the engine was seen by the sampler")
+        differences = compare_with_replay(work_path / "data", work_path / "out", work_path / "replay")
+        if differences:
+            sys.exit("  detection files differ from patternflow replay's:\n    " + "\n    ".join(differences))
+
+
+def compare_with_replay(data: Path, out: Path, replayed: Path) -> list[str]:
+    """The pipeline's detection files against ``patternflow replay``'s for the same data, file by
+    file and row by row (times aside: they record when each row was detected)."""
+    replay(data / "transactions.csv", data / "CustomerImportance.csv", replayed)
+
+    def rows(folder: Path) -> dict[str, list[list[str]]]:
+        files = sorted(folder.glob("detection_*.csv"))
+        return {path.name: [row[2:] for row in csv.reader(path.read_text().splitlines())] for path in files}
+
+    ours, theirs = rows(out), rows(replayed)
+    differences = [f"{name}: only in {'the pipeline' if name in ours else 'replay'}" for name in sorted(ours.keys() ^ theirs.keys())]
+    differences += [f"{name}: rows differ" for name in sorted(ours.keys() & theirs.keys()) if ours[name] != theirs[name]]
+    if not differences:
+        total = sum(len(r) - 1 for r in ours.values())
+        print(f"  detection files: identical to patternflow replay's ({len(ours)} files, {total:,} detections)")
+    return differences
 
 
 if __name__ == "__main__":

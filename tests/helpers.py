@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -161,3 +162,10 @@ def lively_config(chunk_size: int) -> DetectionConfig:
 def lively_environment(chunk_size: int) -> dict[str, str]:
     """The same thresholds as ``PATTERNFLOW_*`` settings, for the DAGs."""
     return {f"PATTERNFLOW_{k.upper()}": v for k, v in LIVELY.items()} | {"PATTERNFLOW_CHUNK_SIZE": str(chunk_size)}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (tests run beside other servers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

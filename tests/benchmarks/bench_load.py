@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,12 +26,7 @@ from patternflow import banksim
 from patternflow.generate import generate
 from patternflow.replay import replay
 from tests.benchmarks.bench_e2e import PROJECT, report
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port
 
 
 class PeakRss:

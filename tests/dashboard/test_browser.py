@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,17 +31,11 @@ from patternflow.status import read_chunk_metrics, read_progress
 from patternflow.stream_view import LATEST_ROWS
 from tests.airflow_runs import AIRFLOW, PROJECT, airflow, airflow_environment
 from tests.dashboard.chromium import dump_dom, figures, find_chromium, number, screenshot
-from tests.helpers import file_rows
+from tests.helpers import file_rows, free_port
 
 CHUNK = 5_000
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url: str, seconds: float, server: subprocess.Popen, log: Path) -> None:

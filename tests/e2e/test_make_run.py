@@ -12,20 +12,12 @@ import pytest
 
 from patternflow.launcher import port_free
 from patternflow.replay import replay
-from tests.helpers import file_rows, lively_config, lively_environment, read_files
+from tests.helpers import file_rows, free_port, lively_config, lively_environment, read_files
 
 PROJECT = Path(__file__).resolve().parents[2]
 CHUNK = 5_000
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def native_services_missing() -> str | None:

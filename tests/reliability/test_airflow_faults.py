@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,44 +21,16 @@ import pytest
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.status import read_progress
-from tests.helpers import lively_environment
+from tests.airflow_runs import AIRFLOW, PROJECT, airflow
+from tests.airflow_runs import airflow_environment as shared_environment
 from tests.reliability.conftest import CHUNK, s3_files
-
-PROJECT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 pytestmark = pytest.mark.slow
 
 
 def airflow_environment(home: Path, endpoint: str, bucket: str, banksim, login: str = "test", password: str = "test") -> dict[str, str]:
-    connection = {
-        "conn_type": "aws",
-        "login": login,
-        "password": password,
-        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))}
-    return (
-        env
-        | lively_environment(CHUNK)
-        | {
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
-            "PATTERNFLOW_BUCKET": bucket,
-            "PATTERNFLOW_TRANSACTIONS": str(banksim.transactions),
-            "PATTERNFLOW_IMPORTANCE": str(banksim.importance),
-            "AIRFLOW_VAR_PATTERNFLOW_SETTINGS": json.dumps({"max_chunks_per_run": 100}),
-        }
-    )
-
-
-def airflow(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([AIRFLOW, *args], capture_output=True, text=True, env=env, timeout=300, cwd=PROJECT)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result.stdout + result.stderr
+    """The shared Airflow test environment, with runs that take every chunk waiting."""
+    return shared_environment(home, endpoint, bucket, banksim, CHUNK, {"max_chunks_per_run": 100}, login, password)
 
 
 def test_a_dag_run_killed_mid_task_is_resumed_by_the_next_run(tmp_path, small_banksim, s3_client, bucket, proxy, replayed):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import uuid
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from patternflow.launcher import (
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.status import read_progress
-from tests.helpers import lively_environment
+from tests.helpers import free_port, lively_environment
 from tests.reliability.conftest import replay_files, s3_files
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -67,12 +66,6 @@ S3_GONE = ("EndpointConnectionError", "ConnectionClosedError")
 """botocore's errors for an endpoint that refuses or cuts the connection."""
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def chunk_request(bucket: str, index: int) -> str:

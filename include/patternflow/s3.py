@@ -11,9 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from patternflow.store import StoredObject
+from patternflow.store import StoredObject, WriteConflict
 
 WRITTEN_AT = "written-at"
+_CONFLICTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+"""What S3 answers a conditional write whose condition no longer holds (or that raced another)."""
 
 
 class S3Store:
@@ -33,11 +35,26 @@ class S3Store:
             raise KeyError(key) from None
         written = response.get("Metadata", {}).get(WRITTEN_AT)
         moment = datetime.fromisoformat(written) if written else response["LastModified"]
-        return StoredObject(response["Body"].read(), moment.timestamp())
+        return StoredObject(response["Body"].read(), moment.timestamp(), response.get("ETag", ""))
 
     def put(self, key: str, data: bytes) -> None:
+        self._put(key, data)
+
+    def replace(self, key: str, data: bytes, expected: str | None) -> str:
+        """An S3 conditional write: If-Match the ETag read, or If-None-Match * for a new object.
+        (A store that ignores these headers makes it a plain PUT.)"""
+        condition = {"IfMatch": expected} if expected is not None else {"IfNoneMatch": "*"}
+        try:
+            return self._put(key, data, **condition)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _CONFLICTS:
+                raise WriteConflict(f"s3://{self.bucket}/{key} changed since it was read (expected {expected})") from None
+            raise
+
+    def _put(self, key: str, data: bytes, **condition: str) -> str:
         written = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={WRITTEN_AT: written})
+        response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={WRITTEN_AT: written}, **condition)
+        return response.get("ETag", "")
 
     def exists(self, key: str) -> bool:
         try:

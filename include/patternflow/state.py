@@ -33,7 +33,7 @@ from patternflow.clock import iso_ist, now_ist
 from patternflow.config import DetectionConfig
 from patternflow.engine import EngineState
 from patternflow.errors import PatternflowError
-from patternflow.store import ObjectStore
+from patternflow.store import ObjectStore, WriteConflict
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "det
 
 class StateError(PatternflowError):
     """No usable state: every committed version is damaged, or the settings differ."""
+
+
+class StateConflict(PatternflowError):
+    """Another writer made a state current since this one read it; this commit did not happen."""
 
 
 class _ChecksumMismatch(Exception):
@@ -71,6 +75,9 @@ class StateStore:
         self.store = store
         self.prefix = prefix
         self.keep = max(2, keep)
+        self._seen: tuple[str | None, int | None] | None = None
+        """(tag, version) of ``CURRENT`` as this store last read or wrote it (None: not yet; a
+        tag of None: there was no CURRENT). A commit replaces exactly that ``CURRENT``."""
 
     @property
     def current_key(self) -> str:
@@ -94,42 +101,52 @@ class StateStore:
     def current_version(self) -> int | None:
         """The version ``CURRENT`` names; None when there is none or it is damaged (a commit then
         numbers the new version after every version present, so no number is reused)."""
-        try:
-            return json.loads(self.store.get(self.current_key))["version"]
-        except (KeyError, ValueError, TypeError):
-            return None
+        return self._read_current()[0]
 
-    def load(self) -> LoadedState | None:
-        """The newest intact committed state, or None for a stream that has not started."""
+    def _read_current(self) -> tuple[int | None, dict | None]:
+        """The version ``CURRENT`` names and its manifest (None, None when absent; None and the
+        parsed value when damaged), remembering its tag for the next commit."""
         try:
-            manifest = json.loads(self.store.get(self.current_key))
+            current = self.store.fetch(self.current_key)
         except KeyError:
-            return None
+            self._seen = (None, None)
+            return None, None
+        try:
+            manifest = json.loads(current.data)
         except ValueError as exc:
             log.error("%s is damaged (%s); using the newest intact version under %sversions/", self.current_key, exc, self.prefix)
             manifest = None
-        if manifest is not None and not (isinstance(manifest, dict) and isinstance(manifest.get("version"), int)):
+        version = manifest.get("version") if isinstance(manifest, dict) else None
+        if manifest is not None and not isinstance(version, int):
             log.error("%s is damaged (no version number); using the newest intact version under %sversions/", self.current_key, self.prefix)
-            manifest = None
-        if manifest is not None:  # the normal case: CURRENT and its version are intact, no listing needed
+            version = None
+        self._seen = (current.tag, version)
+        return version, manifest
+
+    def load(self) -> LoadedState | None:
+        """The newest intact committed state, or None for a stream that has not started."""
+        version, manifest = self._read_current()
+        if self._seen == (None, None):
+            return None
+        if version is not None:  # the normal case: CURRENT and its version are intact, no listing needed
             try:
-                return LoadedState(self._read(manifest), DetectionConfig.from_json(manifest["config"]), manifest["version"])
-            except _DAMAGE as exc:
-                log.error("state version %s is damaged (%s); trying the version before it", manifest["version"], exc)
-                skipped, newest = [manifest["version"]], manifest["version"] - 1
-        else:
-            skipped, newest = [], None
-        for version in sorted((v for v in self.versions() if newest is None or v <= newest), reverse=True):
-            try:
-                manifest = json.loads(self.store.get(self._version_key(version, "manifest.json")))
-                loaded = self._read(manifest)
+                return LoadedState(self._read(manifest), DetectionConfig.from_json(manifest["config"]), version)
             except _DAMAGE as exc:
                 log.error("state version %s is damaged (%s); trying the version before it", version, exc)
-                skipped.append(version)
+                skipped, newest = [version], version - 1
+        else:
+            skipped, newest = [], None
+        for candidate in sorted((v for v in self.versions() if newest is None or v <= newest), reverse=True):
+            try:
+                manifest = json.loads(self.store.get(self._version_key(candidate, "manifest.json")))
+                loaded = self._read(manifest)
+            except _DAMAGE as exc:
+                log.error("state version %s is damaged (%s); trying the version before it", candidate, exc)
+                skipped.append(candidate)
                 continue
             if skipped:
-                log.error("state recovered from version %s after skipping damaged versions %s", version, skipped)
-            return LoadedState(loaded, DetectionConfig.from_json(manifest["config"]), version, tuple(skipped))
+                log.error("state recovered from version %s after skipping damaged versions %s", candidate, skipped)
+            return LoadedState(loaded, DetectionConfig.from_json(manifest["config"]), candidate, tuple(skipped))
         raise StateError(f"no intact state version under {self.prefix or 'the state root'}: damaged versions {skipped}")
 
     def _read(self, manifest: dict) -> EngineState:
@@ -145,10 +162,16 @@ class StateStore:
         """Write ``state`` as a new version and make it current; returns its number.
 
         The number follows every version present, committed or not, so that no number is ever
-        reused; the one listing that finds them also finds what to prune.
+        reused; the one listing that finds them also finds what to prune. ``CURRENT`` is replaced
+        only if it is still the one this store loaded (or last committed): when two detection runs
+        race from the same state (a task outliving its scheduler, say), the second to commit gets
+        ``StateConflict`` and none of its work becomes current.
         """
+        if self._seen is None:
+            self._read_current()
+        tag, seen_version = self._seen
         present = self._version_keys()
-        version = max([*present, self.current_version() or 0, 0]) + 1
+        version = max([*present, seen_version or 0, 0]) + 1
         payloads = {name: _parquet_bytes(getattr(state, name)) for name in _TABLES}
         objects = {
             name: {"key": self._version_key(version, f"{name}.parquet"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
@@ -164,7 +187,14 @@ class StateStore:
         }
         text = json.dumps(manifest, indent=2, sort_keys=True).encode()
         self.store.put(self._version_key(version, "manifest.json"), text)
-        self.store.put(self.current_key, text)
+        try:
+            self._seen = (self.store.replace(self.current_key, text, tag), version)
+        except WriteConflict:
+            raise StateConflict(
+                f"{self.current_key} changed since this run read it: another detection run committed meanwhile. "
+                f"Nothing of this run became current (its version {version} is left unused); the next run resumes "
+                "from the other's state"
+            ) from None
         old = sorted(present)[: max(0, len(present) + 1 - self.keep)]
         if old:
             self.store.delete([key for v in old for key in present[v]])

@@ -2,11 +2,14 @@
 
 Keys are '/'-separated paths relative to the store's root. ``put`` replaces an object whole:
 a reader sees the old bytes or the new ones, never a mix (S3 PUT semantics; on a folder, a
-temporary file renamed into place).
+temporary file renamed into place). ``replace`` writes only over the version of an object the
+writer read (S3 conditional writes; on a folder, under a lock), so that of two writers racing
+from the same version exactly one wins.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -20,6 +23,12 @@ class StoredObject:
     data: bytes
     written_at: float
     """When the object was written, seconds since the epoch."""
+    tag: str = ""
+    """The store's tag for this version of the object (S3's ETag), for ``replace``."""
+
+
+class WriteConflict(Exception):
+    """``replace`` found the object changed (or created) since the version the writer read."""
 
 
 class ObjectStore(Protocol):
@@ -30,6 +39,10 @@ class ObjectStore(Protocol):
         """The object's bytes and write time; ``KeyError`` if there is none."""
 
     def put(self, key: str, data: bytes) -> None: ...
+
+    def replace(self, key: str, data: bytes, expected: str | None) -> str:
+        """Write ``key`` only if it still is the version tagged ``expected`` (None: only if there is
+        no such object); returns the new version's tag, or raises ``WriteConflict``."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -63,7 +76,8 @@ class LocalStore:
     def fetch(self, key: str) -> StoredObject:
         path = self._path(key)
         try:
-            return StoredObject(path.read_bytes(), path.stat().st_mtime)
+            data = path.read_bytes()
+            return StoredObject(data, path.stat().st_mtime, _tag(data))
         except FileNotFoundError:
             raise KeyError(key) from None
 
@@ -78,6 +92,20 @@ class LocalStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    def replace(self, key: str, data: bytes, expected: str | None) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "wb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            try:
+                found: str | None = _tag(path.read_bytes())
+            except FileNotFoundError:
+                found = None
+            if found != expected:
+                raise WriteConflict(f"{key} changed since it was read (expected {expected}, found {found})")
+            self.put(key, data)
+        return _tag(data)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -100,3 +128,8 @@ class LocalStore:
                 if parent == root or not parent.is_relative_to(root) or any(parent.iterdir()):
                     break
                 parent.rmdir()
+
+
+def _tag(data: bytes) -> str:
+    """A folder's version tag: the MD5 of the bytes, as S3's ETag of a single-part upload."""
+    return hashlib.md5(data).hexdigest()

@@ -11,6 +11,7 @@ from patternflow.replay import replay
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.sources import source_opener
+from patternflow.state import StateConflict
 from patternflow.status import expected_key, read_chunk_metrics, read_progress
 from tests.helpers import file_rows, lively_config, read_files
 
@@ -112,6 +113,36 @@ def test_a_run_that_dies_before_its_commit_is_redone_with_the_same_files(small_b
     with pytest.raises(RuntimeError):
         detect(store, settings, lively_config(CHUNK))
     monkeypatch.undo()
+    assert read_progress(store, settings).chunks_folded == 6
+    run_until_finished(store, settings)
+    assert s3_files(store, settings) == replayed
+
+
+class RacedStore:
+    """An S3Store on which, just before a run makes its state current, another detection run
+    (a task that outlived its scheduler, say) does a whole run of its own from the same state."""
+
+    def __init__(self, inner: S3Store, settings: PipelineSettings) -> None:
+        self.inner, self.settings, self.raced = inner, settings, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def replace(self, key, data, expected):
+        if key.endswith("CURRENT") and not self.raced:
+            self.raced.append(detect(self.inner, self.settings, lively_config(CHUNK)))
+        return self.inner.replace(key, data, expected)
+
+
+def test_two_detection_runs_racing_commit_once_and_the_files_stay_right(small_banksim, s3_client, bucket, replayed):
+    settings = settings_for(bucket, small_banksim, max_chunks_per_run=3)
+    store = S3Store(s3_client, bucket)
+    produce(store, settings, source_opener(lambda: s3_client), 0.0, fast=True)
+    detect(store, settings, lively_config(CHUNK))  # chunks 0-2
+    raced = RacedStore(store, settings)
+    with pytest.raises(StateConflict, match="another detection run committed meanwhile"):
+        detect(raced, settings, lively_config(CHUNK))
+    assert raced.raced[0].chunks == [3, 4, 5]  # the run that won; the loser's chunks 3-5 are not folded twice
     assert read_progress(store, settings).chunks_folded == 6
     run_until_finished(store, settings)
     assert s3_files(store, settings) == replayed

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from patternflow.config import DetectionConfig
 from patternflow.engine import DetectionEngine
 from patternflow.s3 import S3Store
-from patternflow.state import StateStore
+from patternflow.state import StateConflict, StateStore
+from patternflow.store import WriteConflict
 from tests.helpers import importance_table, transactions_table
 
 
@@ -52,3 +55,26 @@ def test_state_commits_and_loads_on_s3(s3_client, bucket):
     assert loaded is not None and loaded.version == version
     assert loaded.state.chunks_folded == 1 and loaded.state.rows_folded == 2
     assert all(key.startswith("state/") for key in S3Store(s3_client, bucket).list(""))
+
+
+def test_replace_writes_only_over_the_version_read(s3_client, bucket):
+    """S3 conditional writes: If-None-Match for a new object, If-Match the ETag read."""
+    store = S3Store(s3_client, bucket)
+    tag = store.replace("CURRENT", b"1", None)
+    with pytest.raises(WriteConflict):
+        store.replace("CURRENT", b"2", None)  # it exists now
+    assert store.fetch("CURRENT").tag == tag
+    newer = store.replace("CURRENT", b"3", tag)
+    with pytest.raises(WriteConflict):
+        store.replace("CURRENT", b"4", tag)  # a stale tag
+    assert store.get("CURRENT") == b"3" and store.fetch("CURRENT").tag == newer
+
+
+def test_two_runs_racing_on_s3_commit_once(s3_client, bucket):
+    config = DetectionConfig(chunk_size=2)
+    engine = DetectionEngine.start(importance_table([("C1", "M1", "1.50")]), config)
+    first, second = StateStore(S3Store(s3_client, bucket), "state/"), StateStore(S3Store(s3_client, bucket), "state/")
+    assert first.load() is None and second.load() is None
+    first.commit(engine.snapshot(), config)
+    with pytest.raises(StateConflict):
+        second.commit(engine.snapshot(), config)

@@ -6,7 +6,7 @@ import pytest
 
 from patternflow.config import DetectionConfig
 from patternflow.engine import DetectionEngine
-from patternflow.state import StateError, StateStore
+from patternflow.state import StateConflict, StateError, StateStore
 from patternflow.store import LocalStore
 from patternflow.stream import open_engine
 from tests.helpers import importance_table, transactions_table
@@ -113,3 +113,24 @@ def test_loading_an_intact_state_reads_only_its_own_objects(tmp_path):
     listed.clear()
     assert state.load().state.chunks_folded == 1
     assert listed == []
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_of_two_runs_racing_from_the_same_state_only_the_first_commit_counts(tmp_path, started):
+    """Two detection runs that loaded the same state (or both found none): the second commit is
+    refused, CURRENT keeps the first's state, and the refused run changed nothing current."""
+    if started:
+        StateStore(LocalStore(tmp_path)).commit(engine_after(1).snapshot(), CONFIG)
+    first, second = StateStore(LocalStore(tmp_path)), StateStore(LocalStore(tmp_path))
+    assert (first.load() is None) == (second.load() is None) == (not started)
+    winner = first.commit(engine_after(2).snapshot(), CONFIG)
+    with pytest.raises(StateConflict, match="another detection run committed meanwhile"):
+        second.commit(engine_after(3).snapshot(), CONFIG)
+    loaded = StateStore(LocalStore(tmp_path)).load()
+    assert (loaded.version, loaded.state.chunks_folded) == (winner, 2)
+    assert first.commit(engine_after(4).snapshot(), CONFIG) == winner + 2  # the refused number is not reused
+
+
+def test_a_store_that_never_loaded_commits_over_the_current_state(tmp_path):
+    StateStore(LocalStore(tmp_path)).commit(engine_after(1).snapshot(), CONFIG)
+    assert StateStore(LocalStore(tmp_path)).commit(engine_after(2).snapshot(), CONFIG) == 2

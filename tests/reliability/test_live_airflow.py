@@ -179,8 +179,9 @@ def assert_killed_try_resumed(home: Path, folded_at_kill: int) -> None:
 
 def assert_secrets_absent(home: Path, output: str, secrets: tuple[str, ...]) -> None:
     """No secret in any task log, any component's output, or the launcher's output."""
-    logs = [path for task_id in ("upload_due_chunks", "wait_for_next_chunk", "detect_patterns") for path in task_logs(home, task_id)]
-    assert logs and all(path.stat().st_size for path in logs)  # the task logs are really there
+    for task_id in ("upload_due_chunks", "wait_for_next_chunk", "detect_patterns"):  # the task logs are really there
+        # (not every one has content: a try that was starting as Airflow stopped leaves an empty file)
+        assert any(path.stat().st_size for path in task_logs(home, task_id)), f"no {task_id} log with content"
     assert any(RETURNED in path.read_text() for path in task_logs(home, "detect_patterns"))
     files = [path for path in home.rglob("*") if path.is_file() and path.suffix != ".db"]
     assert {"scheduler.log", "triggerer.log", "api-server.log"} <= {path.name for path in files}

@@ -1,7 +1,7 @@
 """The "Pattern detections" page in the Airflow UI: patternflow's dashboard app, served by the api-server.
 
 ``fastapi_apps`` mounts the app (``patternflow.dashboard``) at ``/patternflow``; ``external_views``
-adds "Detections" to the UI's navigation, which shows the page in the UI's frame at
+adds "Pattern detections" to the UI's navigation, which shows the page in the UI's frame at
 ``/plugin/pattern-detections``. The app reads S3 through the DAGs' own connection and settings
 (``patternflow.orchestration``), and its data routes ask Airflow whether the caller may read the
 ``pattern_detection`` DAG.
@@ -52,7 +52,7 @@ class PatternflowDashboard(AirflowPlugin):
     ]
     external_views: ClassVar[list[dict[str, Any]]] = [
         {
-            "name": "Detections",
+            "name": "Pattern detections",
             "href": URL_PREFIX.lstrip("/") + "/",  # relative: resolved against the UI's base URL
             "icon": URL_PREFIX.lstrip("/") + "/icon.svg",
             "icon_dark_mode": URL_PREFIX.lstrip("/") + "/icon-dark.svg",

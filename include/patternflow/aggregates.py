@@ -49,8 +49,9 @@ MERCHANTS_SCHEMA = pa.schema(
         ("w10_rank", pa.int32()),  # not over UPGRADE's size
     ]
 )
+_CANDIDATE_OWN_COLUMNS = ("merchant", "customer", "n", "cents", "weight_rank")
 CANDIDATES_SCHEMA = pa.schema(
-    [PAIRS_SCHEMA.field(name) for name in ("merchant", "customer", "n", "cents", "weight_rank")]
+    [PAIRS_SCHEMA.field(name) for name in _CANDIDATE_OWN_COLUMNS]
     + [("merchant_total", pa.int64()), ("merchant_p90_n", pa.int64()), ("merchant_w10_rank", pa.int32())]
 )
 """Pairs that can newly qualify, with their merchant's columns (see ``PairAggregates.inputs``)."""
@@ -194,16 +195,14 @@ class PairAggregates:
         m = self.merchants
         p90, w10 = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int32)
         p90[upgrade.merchants], w10[upgrade.merchants] = upgrade.p90_n, upgrade.w10_rank
-        per_merchant = {"total": self.total[:m], "p90_n": p90, "w10_rank": w10}
+        total = self.total[:m]
         merchants = pa.Table.from_arrays(
-            [np.arange(m, dtype=np.int32), self.total[:m], self.clear_female[:m], self.clear_male[:m], p90, w10], schema=MERCHANTS_SCHEMA
+            [np.arange(m, dtype=np.int32), total, self.clear_female[:m], self.clear_male[:m], p90, w10], schema=MERCHANTS_SCHEMA
         )
         merchant = self._columns["merchant"][pair]
-        columns = [self._columns[name][pair] if name in self._columns else None for name in CANDIDATES_SCHEMA.names]
-        for i, name in enumerate(CANDIDATES_SCHEMA.names):
-            if name.startswith("merchant_"):
-                columns[i] = per_merchant[name.removeprefix("merchant_")][merchant]
-        return pa.Table.from_arrays(columns, schema=CANDIDATES_SCHEMA), merchants
+        own = [self._columns[name][pair] for name in _CANDIDATE_OWN_COLUMNS]
+        theirs = [total[merchant], p90[merchant], w10[merchant]]  # merchant_total, merchant_p90_n, merchant_w10_rank
+        return pa.Table.from_arrays(own + theirs, schema=CANDIDATES_SCHEMA), merchants
 
     def to_table(self) -> pa.Table:
         return pa.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, schema=PAIRS_SCHEMA)

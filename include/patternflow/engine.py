@@ -230,8 +230,8 @@ class DetectionEngine:
         return [(p, a, names[c] if c != _NO_CUSTOMER else "", merchant_names[m]) for p, a, c, m in found]
 
     def _query(self, name: str, fetch: Callable[[duckdb.DuckDBPyConnection], _Result], **inputs: pa.Table) -> _Result:
-        """Run the prepared ``sql/<name>.sql`` over the given input tables and fetch its result; the tables are
-        released afterwards, so that no chunk's buffers outlive its fold."""
+        """Run the prepared ``sql/<name>.sql`` over the given input tables and fetch its result;
+        the tables are released afterwards, so that no chunk's buffers outlive its fold."""
         for input_name, table in inputs.items():
             self.inputs[input_name].table = table
         try:

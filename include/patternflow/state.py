@@ -98,11 +98,6 @@ class StateStore:
                 found.setdefault(int(part), []).append(key)
         return found
 
-    def current_version(self) -> int | None:
-        """The version ``CURRENT`` names; None when there is none or it is damaged (a commit then
-        numbers the new version after every version present, so no number is reused)."""
-        return self._read_current()[0]
-
     def _read_current(self) -> tuple[int | None, dict | None]:
         """The version ``CURRENT`` names and its manifest (None, None when absent; None and the
         parsed value when damaged), remembering its tag for the next commit."""

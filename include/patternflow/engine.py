@@ -31,21 +31,34 @@ from patternflow.ids import IdDictionary
 PATTERNS = ("PatId1", "PatId2", "PatId3")
 _VIEWS = ("pattern_upgrade", "pattern_child", "pattern_dei_needed")
 _PER_CHUNK = ("fold_chunk", "new_detections")
+_THRESHOLDS = (
+    "upgrade_min_merchant_transactions",
+    "child_min_transactions",
+    "child_max_average_amount",
+    "dei_min_female_customers",
+)
+"""Settings the pattern queries read, each as a DuckDB macro of the same name."""
 _GENDER_BITS = {"F": FEMALE, "M": MALE}
 _GENDER_BIT_OF_BYTE = np.full(256, OTHER_GENDER, dtype=np.uint8)
 _GENDER_BIT_OF_BYTE[[ord(g) for g in _GENDER_BITS]] = list(_GENDER_BITS.values())
 _NO_CUSTOMER = -1
 """The customer id of DEI-NEEDED detections, whose customerName is empty."""
 _CHUNK_SCHEMA = pa.schema([("pair", pa.int32()), ("cents", pa.int64()), ("gender", pa.uint8())])
+EMITTED_SCHEMA = pa.schema(
+    [("pattern_id", pa.string()), ("action_type", pa.string()), ("customer", pa.string()), ("merchant", pa.string())]
+)
+"""Every detection key emitted so far, by name (the state's form)."""
+_EMITTED_IDS_SCHEMA = pa.schema(
+    [("pattern_id", pa.string()), ("action_type", pa.string()), ("customer", pa.int32()), ("merchant", pa.int32())]
+)
+"""The same by dense id (the engine's form, read by ``new_detections.sql``)."""
 _INPUT_SCHEMAS = {
     "chunk": _CHUNK_SCHEMA,
     "candidates": CANDIDATES_SCHEMA,
     "merchants": MERCHANTS_SCHEMA,
+    "emitted": _EMITTED_IDS_SCHEMA,
 }
 _Result = TypeVar("_Result")
-EMITTED_SCHEMA = pa.schema(
-    [("pattern_id", pa.string()), ("action_type", pa.string()), ("customer", pa.string()), ("merchant", pa.string())]
-)
 
 
 @cache
@@ -113,10 +126,10 @@ class DetectionEngine:
         self.customers = IdDictionary.from_table(state.customers)
         self.merchants = IdDictionary.from_table(state.merchants)
         self.aggregates = PairAggregates(state.pairs, len(self.customers), len(self.merchants))
+        # DuckDB holds no data: every query reads Arrow inputs that the engine keeps.
         self.con = duckdb.connect(config={"threads": 1})
-        self._set_variables()
-        self.con.execute(sql("create_state")).fetchall()
-        self._restore_emitted(state.emitted)
+        self._define_thresholds()
+        self.emitted = self._emitted_ids(state.emitted)
         # Registered once: each chunk only swaps the tables behind them (registering costs as
         # much as a small query).
         self.inputs = {name: ArrowInput(schema) for name, schema in _INPUT_SCHEMAS.items()}
@@ -141,35 +154,27 @@ class DetectionEngine:
         """A new stream: no transactions yet, weights computed once from the CustomerImportance table."""
         return cls(config, initial_state(importance), clock)
 
-    def _set_variables(self) -> None:
-        c = self.config
-        values = {
-            "upgrade_min_merchant_transactions": c.upgrade_min_merchant_transactions,
-            "upgrade_count_quantile": c.upgrade_count_quantile,
-            "upgrade_weight_quantile": c.upgrade_weight_quantile,
-            "child_min_transactions": c.child_min_transactions,
-            "child_max_average_amount": c.child_max_average_amount,
-            "dei_min_female_customers": c.dei_min_female_customers,
-        }
-        for name, value in values.items():
+    def _define_thresholds(self) -> None:
+        """Each threshold as a macro (``child_min_transactions()``): a constant in the prepared
+        plans, where a DuckDB variable would make every execution bind the statement again."""
+        for name in _THRESHOLDS:
+            value = getattr(self.config, name)
             kind = "DECIMAL(18, 6)" if isinstance(value, Decimal) else "BIGINT"
-            self.con.execute(f"SET VARIABLE {name} = CAST('{value}' AS {kind})").fetchall()
+            self.con.execute(f"CREATE MACRO {name}() AS CAST('{value}' AS {kind})").fetchall()
 
-    def _restore_emitted(self, emitted: pa.Table) -> None:
+    def _emitted_ids(self, emitted: pa.Table) -> pa.Table:
         if not emitted.num_rows:
-            return
+            return _EMITTED_IDS_SCHEMA.empty_table()
         customers = emitted.column("customer").to_pylist()
-        ids = pa.table(
+        return pa.table(
             {
                 "pattern_id": emitted.column("pattern_id"),
                 "action_type": emitted.column("action_type"),
                 "customer": [self.customers.lookup([c])[0] if c else _NO_CUSTOMER for c in customers],
                 "merchant": self.merchants.lookup(emitted.column("merchant").to_pylist()),
-            }
+            },
+            schema=_EMITTED_IDS_SCHEMA,
         )
-        self.con.register("_snapshot", ids)
-        self.con.execute("INSERT INTO emitted SELECT * FROM _snapshot").fetchall()
-        self.con.unregister("_snapshot")
 
     @property
     def pending(self) -> int:
@@ -225,7 +230,12 @@ class DetectionEngine:
         large = np.flatnonzero(aggregates.total[: aggregates.merchants] > config.upgrade_min_merchant_transactions)
         upgrade = aggregates.upgrade_thresholds(large, config.upgrade_count_quantile, config.upgrade_weight_quantile)
         candidates, merchants = aggregates.inputs(_union(touched, upgrade.pairs, aggregates.size), upgrade)
-        found = self._query("new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants)
+        found = self._query(
+            "new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants, emitted=self.emitted
+        )
+        if found:
+            emitted = pa.table(list(zip(*found, strict=True)), schema=_EMITTED_IDS_SCHEMA)
+            self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
         names, merchant_names = self.customers.names, self.merchants.names
         return [(p, a, names[c] if c != _NO_CUSTOMER else "", merchant_names[m]) for p, a, c, m in found]
 
@@ -271,14 +281,13 @@ class DetectionEngine:
         )
 
     def _emitted_names(self) -> pa.Table:
-        rows = self.con.execute("SELECT * FROM emitted").fetchall()
         names, merchant_names = self.customers.names, self.merchants.names
         return pa.table(
             {
-                "pattern_id": [r[0] for r in rows],
-                "action_type": [r[1] for r in rows],
-                "customer": [names[r[2]] if r[2] != _NO_CUSTOMER else "" for r in rows],
-                "merchant": [merchant_names[r[3]] for r in rows],
+                "pattern_id": self.emitted.column("pattern_id"),
+                "action_type": self.emitted.column("action_type"),
+                "customer": [names[c] if c != _NO_CUSTOMER else "" for c in self.emitted.column("customer").to_pylist()],
+                "merchant": [merchant_names[m] for m in self.emitted.column("merchant").to_pylist()],
             },
             schema=EMITTED_SCHEMA,
         )

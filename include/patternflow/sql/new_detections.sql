@@ -1,6 +1,7 @@
--- Detections that qualify now and were never emitted: record them as emitted and return them.
--- The caller orders them by (pattern_id, merchant, customer).
-INSERT INTO emitted
+-- Detections that qualify now and were never emitted: the three patterns' rows less the keys in
+-- `emitted` (Arrow: every detection key emitted so far, by dense id; customer -1 is "no
+-- customer", DEI-NEEDED's empty customerName). The engine records the rows returned as emitted
+-- and orders them by (pattern_id, merchant, customer).
 SELECT d.pattern_id, d.action_type, d.customer, d.merchant
 FROM (
     SELECT * FROM pattern_upgrade
@@ -10,4 +11,3 @@ FROM (
     SELECT * FROM pattern_dei_needed
 ) AS d
 ANTI JOIN emitted AS e USING (pattern_id, customer, merchant)
-RETURNING pattern_id, action_type, customer, merchant

@@ -4,5 +4,5 @@
 -- qualified (and was emitted) before or does not now.
 SELECT 'PatId2' AS pattern_id, 'CHILD' AS action_type, customer, merchant
 FROM candidates
-WHERE n >= getvariable('child_min_transactions')
-  AND cents < getvariable('child_max_average_amount') * 100 * n
+WHERE n >= child_min_transactions()
+  AND cents < child_max_average_amount() * 100 * n

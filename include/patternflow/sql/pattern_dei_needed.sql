@@ -5,4 +5,4 @@
 SELECT 'PatId3' AS pattern_id, 'DEI-NEEDED' AS action_type, -1 AS customer, merchant
 FROM merchants
 WHERE clear_female < clear_male
-  AND clear_female > getvariable('dei_min_female_customers')
+  AND clear_female > dei_min_female_customers()

@@ -11,7 +11,7 @@
 -- qualify, among them each pair whose rank is within W10.
 SELECT 'PatId1' AS pattern_id, 'UPGRADE' AS action_type, customer, merchant
 FROM candidates
-WHERE merchant_total > getvariable('upgrade_min_merchant_transactions')
+WHERE merchant_total > upgrade_min_merchant_transactions()
   AND n >= 1
   AND n >= merchant_p90_n
   AND weight_rank >= 1

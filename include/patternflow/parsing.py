@@ -24,6 +24,9 @@ Python, so a 10,000-row chunk parses in a few milliseconds.
 from __future__ import annotations
 
 import io
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +159,8 @@ _QUOTE, _NEWLINE = ord("'"), ord("\n")
 _DOUBLED_QUOTE = np.frombuffer(b"''", dtype=np.uint16)[0]
 # Blocks of this size are converted on parallel threads; each block ends at a line end.
 _FAST_BLOCK_BYTES = 1 << 18
+# A clean file at least this large is read as two halves on two threads.
+_HALVES_MIN_BYTES = 1 << 16
 # Byte scans go through a large file in windows of this size, to bound their temporary arrays.
 _SCAN_WINDOW_BYTES = 1 << 22
 _TRAILING_WHITESPACE = b"\r\n\t "
@@ -173,11 +178,9 @@ def _parse_clean(data: bytes, end: int, target: pa.Schema) -> pa.Table | None:
     """The fast path for a well-formed file (``data[:end]``): typed parsing in one pass, or None
     to check in detail.
 
-    pyarrow converts the typed columns itself with single quotes as the quote character, on one
-    thread (its multi-threaded reader was seen to fail at random with "a chunk failed converting
-    for an unknown reason" on a clean file); any conversion error, a row count other than the line count (a
-    quoted line end), or anything the byte scan cannot rule out sends the file to the slow path,
-    which finds and names every problem.
+    pyarrow converts the typed columns itself with single quotes as the quote character; any
+    conversion error, a row count other than the line count (a quoted line end), or anything the
+    byte scan cannot rule out sends the file to the slow path, which finds and names every problem.
     """
     if any(data.find(marker, 0, end) >= 0 for marker in _NOT_CLEAN):
         return None
@@ -185,14 +188,7 @@ def _parse_clean(data: bytes, end: int, target: pa.Schema) -> pa.Table | None:
     if lines is None:
         return None
     try:
-        table = pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(data)[:end]),
-            read_options=pacsv.ReadOptions(use_threads=False, skip_rows=1, column_names=target.names, block_size=_FAST_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(quote_char="'", ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types=target, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
+        table = _read_typed_in_halves(data, end, target)
     except pa.ArrowException:
         return None
     if table.num_rows != lines:
@@ -218,6 +214,50 @@ def _parse_clean(data: bytes, end: int, target: pa.Schema) -> pa.Table | None:
             if low.as_py() < 0 or (field.type == pa.int8() and high.as_py() > 1):
                 return None
     return table
+
+
+def _read_typed_in_halves(data: bytes, end: int, target: pa.Schema) -> pa.Table:
+    """``data[:end]`` (header line first) read as ``target``, its two halves on two threads.
+
+    The halves meet at a line end: a quoted line end cut there makes a half fail or come out
+    with fewer rows than lines, which the caller's row count check catches, as it does for
+    pyarrow's own blocks. (pyarrow's multi-threaded reader was seen to fail at random with "a
+    chunk failed converting for an unknown reason" on a clean file; each half is read on one
+    thread.)
+    """
+    body = pa.py_buffer(data)[:end]
+    middle = data.find(b"\n", end // 2, end) + 1 if end >= _HALVES_MIN_BYTES else 0
+    if not middle:
+        return _read_typed(body, target, skip_rows=1)
+    second = _second_thread().submit(_read_typed, body[middle:], target, 0)
+    try:
+        first = _read_typed(body[:middle], target, skip_rows=1)
+    finally:
+        rest = second.result()
+    return pa.concat_tables([first, rest])
+
+
+def _read_typed(body: pa.Buffer, target: pa.Schema, skip_rows: int) -> pa.Table:
+    return pacsv.read_csv(
+        pa.BufferReader(body),
+        read_options=pacsv.ReadOptions(use_threads=False, skip_rows=skip_rows, column_names=target.names, block_size=_FAST_BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(quote_char="'", ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types=target, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+
+
+_helper_lock = threading.Lock()
+_helper: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _second_thread() -> ThreadPoolExecutor:
+    """This process's parsing helper thread. A pool inherited through ``fork`` (Airflow's task
+    processes) has lost its thread and would never run a task, so each process makes its own."""
+    global _helper
+    with _helper_lock:
+        if _helper is None or _helper[0] != os.getpid():
+            _helper = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="patternflow-parse"))
+        return _helper[1]
 
 
 def _count_lines_without_doubled_quotes(raw: np.ndarray) -> int | None:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patternflow import parsing, schema
-from patternflow.errors import InputError
+from patternflow.errors import InputError, Problem
 from patternflow.parsing import check_csv, parse_importance, parse_transactions, read_transactions
 from tests.conftest import HEADER, IMPORTANCE_HEADER, write
 
@@ -292,6 +292,41 @@ def test_fuzz_returns_a_table_or_raises_input_error(data: bytes):
         assert exc.problems and all(p.line >= 1 for p in exc.problems)
     else:
         assert isinstance(table, pa.Table) and table.schema == schema.TRANSACTIONS
+
+
+def _outcome(data: bytes, halves_from: int) -> object:
+    """The parsed table, or the problems, with files of at least ``halves_from`` bytes read in halves."""
+    saved, parsing._HALVES_MIN_BYTES = parsing._HALVES_MIN_BYTES, halves_from
+    try:
+        return parse_transactions(data, "t.csv").to_pylist()
+    except InputError as exc:
+        return exc.problems
+    finally:
+        parsing._HALVES_MIN_BYTES = saved
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations())
+def test_reading_in_halves_changes_nothing(data: bytes):
+    assert _outcome(data, halves_from=1) == _outcome(data, halves_from=len(data) + 1)
+
+
+@pytest.mark.parametrize("row", range(1, 9))
+def test_a_quoted_line_end_where_the_halves_meet_is_still_found(row: int):
+    lines = [f"{i},'C{i}','1','F','28007','M{i % 3}','28007','es_food',1.{i:02d},0" for i in range(8)]
+    lines[row - 1] = lines[row - 1].replace("'es_food'", "'es_\nfood'")
+    data = csv(*lines)
+    halves, one_read = _outcome(data, halves_from=1), _outcome(data, halves_from=len(data) + 1)
+    assert halves == one_read
+    assert isinstance(halves, list) and halves and isinstance(halves[0], Problem)
+
+
+def test_a_large_clean_file_read_in_halves_equals_the_careful_path():
+    lines = [f"{i},'C{i % 97}','{i % 6}','M','28007','M{i % 13}','28007','es_food',{i}.{i % 100:02d},{i % 2}" for i in range(3000)]
+    clean = csv(*lines)
+    assert len(clean) >= parsing._HALVES_MIN_BYTES
+    spaced = csv(*[line.replace(",'M',", ", 'M',") for line in lines])  # the careful path
+    assert parse_transactions(clean, "t.csv").equals(parse_transactions(spaced, "t.csv"))
 
 
 @pytest.mark.parametrize("window", [1, 2, 3, 4, 64])

@@ -30,3 +30,4 @@ SELECT
         ORDER BY (weight_cents - low * weight_rows) * scale // weight_rows
     )::INTEGER AS weight_rank
 FROM weights, bounds
+ORDER BY merchant, customer  -- ids are given in this order: the same on any number of threads

@@ -29,6 +29,8 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
+from patternflow import columns
+
 PAIRS_SCHEMA = pa.schema(
     [
         ("merchant", pa.int32()),  # merchant id (patternflow.ids)
@@ -77,7 +79,7 @@ class PairAggregates:
 
     def __init__(self, pairs: pa.Table, customers: int, merchants: int) -> None:
         self.size = pairs.num_rows
-        self._columns = {name: _grown(pairs.column(name).to_numpy(), max(16, self.size)) for name in PAIRS_SCHEMA.names}
+        self._columns = {name: _grown(columns.to_numpy(pairs.column(name)), max(16, self.size)) for name in PAIRS_SCHEMA.names}
         # pair id of (customer, merchant), -1 for none: a dense matrix, since a stream has few
         # merchants (BankSim: 50) and every lookup is then one vectorised index.
         self._pair_of = np.full((max(16, customers), max(4, merchants)), -1, dtype=np.int32)
@@ -201,16 +203,15 @@ class PairAggregates:
         p90, w10 = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int32)
         p90[upgrade.merchants], w10[upgrade.merchants] = upgrade.p90_n, upgrade.w10_rank
         total = self.total[:m]
-        merchants = pa.Table.from_arrays(
-            [np.arange(m, dtype=np.int32), total, self.clear_female[:m], self.clear_male[:m], p90, w10], schema=MERCHANTS_SCHEMA
-        )
+        merchant_columns = [np.arange(m, dtype=np.int32), total, self.clear_female[:m], self.clear_male[:m], p90, w10]
+        merchants = columns.table(dict(zip(MERCHANTS_SCHEMA.names, merchant_columns, strict=True)), MERCHANTS_SCHEMA)
         merchant = self._columns["merchant"][pair]
         own = [self._columns[name][pair] for name in _CANDIDATE_OWN_COLUMNS]
         theirs = [total[merchant], p90[merchant], w10[merchant]]  # merchant_total, merchant_p90_n, merchant_w10_rank
-        return pa.Table.from_arrays(own + theirs, schema=CANDIDATES_SCHEMA), merchants
+        return columns.table(dict(zip(CANDIDATES_SCHEMA.names, own + theirs, strict=True)), CANDIDATES_SCHEMA), merchants
 
     def to_table(self) -> pa.Table:
-        return pa.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, schema=PAIRS_SCHEMA)
+        return columns.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, PAIRS_SCHEMA)
 
     def _reserve_ids(self, customers: int, merchants: int) -> None:
         rows, cols = self._pair_of.shape

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from patternflow import columns
+
 FILE_HEADER = ("YStartTime", "detectionTime", "patternId", "ActionType", "customerName", "MerchantId")
 
 PENDING_SCHEMA = pa.schema(
@@ -67,7 +69,7 @@ def _csv_value(value: str) -> str:
 
 
 def pending_table(rows: list[Detection]) -> pa.Table:
-    return pa.table({name: [getattr(r, name) for r in rows] for name in PENDING_SCHEMA.names}, schema=PENDING_SCHEMA)
+    return columns.table({name: [getattr(r, name) for r in rows] for name in PENDING_SCHEMA.names}, PENDING_SCHEMA)
 
 
 def pending_rows(table: pa.Table) -> list[Detection]:

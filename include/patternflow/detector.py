@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from patternflow import schema
+from patternflow import columns, schema
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
 from patternflow.errors import InputError
@@ -240,7 +240,7 @@ def accept_chunk(store: ObjectStore, settings: PipelineSettings, index: int, dat
         settings.bucket,
         quarantine_report_key(settings, index),
     )
-    return (checked.table if keep_rows else schema.TRANSACTIONS.empty_table()), set_aside
+    return (checked.table if keep_rows else columns.empty(schema.TRANSACTIONS)), set_aside
 
 
 def _summarise(report: DetectionReport, metrics: list[ChunkMetrics], final_files: list[str]) -> None:

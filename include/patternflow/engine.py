@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from patternflow import stringbytes
+from patternflow import columns, stringbytes
 from patternflow.aggregates import CANDIDATES_SCHEMA, FEMALE, MALE, MERCHANTS_SCHEMA, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
 from patternflow.clock import Clock, iso_ist, now_ist
 from patternflow.config import DetectionConfig
@@ -106,7 +106,7 @@ class ArrowInput:
     PyCapsule interface at every scan, so it always sees the current table."""
 
     def __init__(self, schema: pa.Schema) -> None:
-        self._empty = schema.empty_table()  # made once: making one costs about 50 us
+        self._empty = columns.empty(schema)  # made once: making one costs about 50 us
         self.table = self._empty
 
     def clear(self) -> None:
@@ -164,16 +164,16 @@ class DetectionEngine:
 
     def _emitted_ids(self, emitted: pa.Table) -> pa.Table:
         if not emitted.num_rows:
-            return _EMITTED_IDS_SCHEMA.empty_table()
+            return columns.empty(_EMITTED_IDS_SCHEMA)
         customers = emitted.column("customer").to_pylist()
-        return pa.table(
+        return columns.table(
             {
                 "pattern_id": emitted.column("pattern_id"),
                 "action_type": emitted.column("action_type"),
                 "customer": [self.customers.lookup([c])[0] if c else _NO_CUSTOMER for c in customers],
                 "merchant": self.merchants.lookup(emitted.column("merchant").to_pylist()),
             },
-            schema=_EMITTED_IDS_SCHEMA,
+            _EMITTED_IDS_SCHEMA,
         )
 
     @property
@@ -211,8 +211,8 @@ class DetectionEngine:
         customers = self.customers.encode(chunk.column("customer"))
         merchants = self.merchants.encode(chunk.column("merchant"))
         pairs = self.aggregates.pair_ids(customers, merchants, len(self.customers), len(self.merchants))
-        rows = pa.table(
-            {"pair": pairs, "cents": _cents(chunk.column("amount")), "gender": _gender_bits(chunk.column("gender"))}, schema=_CHUNK_SCHEMA
+        rows = columns.table(
+            {"pair": pairs, "cents": _cents(chunk.column("amount")), "gender": _gender_bits(chunk.column("gender"))}, _CHUNK_SCHEMA
         )
         sums = self._query("fold_chunk", duckdb.DuckDBPyConnection.fetchnumpy, chunk=rows)
         touched = np.asarray(sums["pair"], dtype=np.int32)
@@ -234,7 +234,7 @@ class DetectionEngine:
             "new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants, emitted=self.emitted
         )
         if found:
-            emitted = pa.table(list(zip(*found, strict=True)), schema=_EMITTED_IDS_SCHEMA)
+            emitted = columns.table(dict(zip(_EMITTED_IDS_SCHEMA.names, zip(*found, strict=True), strict=True)), _EMITTED_IDS_SCHEMA)
             self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
         names, merchant_names = self.customers.names, self.merchants.names
         return [(p, a, names[c] if c != _NO_CUSTOMER else "", merchant_names[m]) for p, a, c, m in found]
@@ -282,14 +282,14 @@ class DetectionEngine:
 
     def _emitted_names(self) -> pa.Table:
         names, merchant_names = self.customers.names, self.merchants.names
-        return pa.table(
+        return columns.table(
             {
                 "pattern_id": self.emitted.column("pattern_id"),
                 "action_type": self.emitted.column("action_type"),
                 "customer": [names[c] if c != _NO_CUSTOMER else "" for c in self.emitted.column("customer").to_pylist()],
                 "merchant": [merchant_names[m] for m in self.emitted.column("merchant").to_pylist()],
             },
-            schema=EMITTED_SCHEMA,
+            EMITTED_SCHEMA,
         )
 
     def close(self) -> None:
@@ -334,7 +334,7 @@ def initial_state(importance: pa.Table) -> EngineState:
     con.close()
     customers, merchants = IdDictionary(), IdDictionary()
     zeros = np.zeros(weights.num_rows, dtype=np.int64)
-    pairs = pa.table(
+    pairs = columns.table(
         {
             "merchant": merchants.encode(weights.column("merchant")),
             "customer": customers.encode(weights.column("customer")),
@@ -343,12 +343,12 @@ def initial_state(importance: pa.Table) -> EngineState:
             "genders": np.zeros(weights.num_rows, dtype=np.uint8),
             "weight_rank": weights.column("weight_rank"),
         },
-        schema=PAIRS_SCHEMA,
+        PAIRS_SCHEMA,
     )
     return EngineState(
         customers=customers.to_table(),
         merchants=merchants.to_table(),
         pairs=pairs,
-        emitted=EMITTED_SCHEMA.empty_table(),
+        emitted=columns.empty(EMITTED_SCHEMA),
         pending=pending_table([]),
     )

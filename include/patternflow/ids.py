@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from patternflow import columns
+
 NAMES_SCHEMA = pa.schema([("name", pa.string())])
 
 
@@ -23,7 +25,7 @@ class IdDictionary:
         self._ids = {name: i for i, name in enumerate(self.names)}
         if len(self._ids) != len(self.names):
             raise ValueError("an id dictionary cannot hold the same name twice")
-        self._array = pa.array(self.names, pa.string())
+        self._array = columns.strings(self.names)
         """The names as Arrow, for ``encode``'s vectorised lookup."""
 
     def __len__(self) -> int:
@@ -42,20 +44,19 @@ class IdDictionary:
         ids = pc.index_in(values, value_set=self._array)
         if ids.null_count:
             new = pc.unique(pc.filter(values, pc.is_null(ids)))  # in order of first appearance
-            first_new = len(self.names)
             for name in new.to_pylist():
                 self._ids[name] = len(self.names)
                 self.names.append(name)
             self._array = pa.concat_arrays([self._array, new])
-            ids = pc.coalesce(ids, pc.add(pc.index_in(values, value_set=new), first_new))
-        return ids.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+            ids = pc.index_in(values, value_set=self._array)
+        return columns.to_numpy(ids).astype(np.int32, copy=False)
 
     def lookup(self, names: list[str]) -> np.ndarray:
         """Ids of names that must already be known (``KeyError`` otherwise)."""
         return np.fromiter((self._ids[name] for name in names), dtype=np.int32, count=len(names))
 
     def to_table(self) -> pa.Table:
-        return pa.table({"name": pa.array(self.names, pa.string())}, schema=NAMES_SCHEMA)
+        return columns.table({"name": self.names}, NAMES_SCHEMA)
 
     @classmethod
     def from_table(cls, table: pa.Table) -> IdDictionary:

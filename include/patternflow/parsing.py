@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from patternflow import schema, stringbytes
+from patternflow import columns, schema, stringbytes
 from patternflow.errors import InputError, Problem
 
 _BOM = b"\xef\xbb\xbf"
@@ -97,7 +97,7 @@ def check_csv(data: bytes, source: str, target: pa.Schema, *, two_threads: bool 
     (empty, encoding, header) leave no valid rows. A clean file of ``_HALVES_MIN_BYTES`` or more
     is read as two halves on two threads unless ``two_threads`` is False.
     """
-    empty = target.empty_table()
+    empty = columns.empty(target)
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     # The file without trailing whitespace is data[:end]; it is only copied out (body) for the
@@ -246,7 +246,9 @@ def _read_typed(body: pa.Buffer, target: pa.Schema, skip_rows: int) -> pa.Table:
         pa.BufferReader(body),
         read_options=pacsv.ReadOptions(use_threads=False, skip_rows=skip_rows, column_names=target.names, block_size=_FAST_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(quote_char="'", ignore_empty_lines=False),
-        convert_options=pacsv.ConvertOptions(column_types=target, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=target, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
     )
 
 

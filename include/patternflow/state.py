@@ -150,7 +150,7 @@ class StateStore:
         for name, entry, data in zip(_TABLES, entries, _in_parallel(self.store.get, [e["key"] for e in entries]), strict=True):
             if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise _ChecksumMismatch(f"{entry['key']}: checksum mismatch")
-            tables[name] = pq.read_table(pa.BufferReader(data))
+            tables[name] = pq.ParquetFile(pa.BufferReader(data)).read()  # read_table would import pandas (columns.py)
         return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS})
 
     def commit(self, state: EngineState, config: DetectionConfig) -> int:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from patternflow import banksim
 from patternflow.chunking import ChunkedFile
@@ -39,6 +40,8 @@ def describe(name: str, seconds: list[float]) -> None:
         f"  {name:<34} median {statistics.median(ms):7.1f} ms   p95 {percentile(ms, 0.95):7.1f} ms   "
         f"first 5 {statistics.median(ms[:5]):6.1f} ms   last 5 {statistics.median(ms[-5:]):6.1f} ms   growth x{growth:.2f}"
     )
+    tenths = [statistics.median(part) for part in np.array_split(np.array(ms), 10)]
+    print(f"  {'':<34} median of each tenth of the stream, ms: {' '.join(f'{t:.1f}' for t in tenths)}")
 
 
 def engine_per_chunk(data: Path, config: DetectionConfig, passes: int) -> tuple[list[float], int]:

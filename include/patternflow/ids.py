@@ -37,8 +37,6 @@ class IdDictionary:
         The lookup is Arrow's hash join of the values against the known names (``index_in``),
         with no Python object per row; only names met for the first time go through Python.
         """
-        if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks()
         if values.type != pa.string():  # e.g. large_string: the known names are string
             values = values.cast(pa.string())
         ids = pc.index_in(values, value_set=self._array)

@@ -161,8 +161,9 @@ def check_csv(data: bytes, source: str, target: pa.Schema, *, two_threads: bool 
 _NOT_CLEAN = (b'"', b" ", b"\t")
 _QUOTE, _NEWLINE = ord("'"), ord("\n")
 _DOUBLED_QUOTE = np.frombuffer(b"''", dtype=np.uint16)[0]
-# Blocks of this size are converted on parallel threads; each block ends at a line end.
-_FAST_BLOCK_BYTES = 1 << 18
+# pyarrow's reader converts a file block by block, each ending at a line end: a chunk's half
+# (about 400 KB) is one block, and so one Arrow chunk a column downstream.
+_FAST_BLOCK_BYTES = 1 << 20
 # A clean file at least this large is read as two halves on two threads.
 _HALVES_MIN_BYTES = 1 << 16
 # Byte scans go through a large file in windows of this size, to bound their temporary arrays.

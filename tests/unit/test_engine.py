@@ -5,13 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patternflow.config import DetectionConfig
-from patternflow.engine import ArrowInput, DetectionEngine, OutOfOrderChunk
+from patternflow.engine import ArrowInput, DetectionEngine, OutOfOrderChunk, initial_state
 from patternflow.parsing import read_importance, read_transactions
 from patternflow.state import StateStore
 from patternflow.store import LocalStore
@@ -314,3 +315,13 @@ def test_an_arrow_input_is_read_as_its_current_table():
     assert con.execute("SELECT sum(x) FROM input").fetchone() == (6,)
     holder.clear()
     assert con.execute("SELECT count(*) FROM input").fetchone() == (0,)
+
+
+def test_the_starting_state_does_not_depend_on_the_order_of_customer_importance(small_banksim):
+    """start_stream.sql runs on every core; its ORDER BY keeps the ids it gives (and so the state)
+    the same whatever the order of its input rows or threads."""
+    importance = read_importance(small_banksim.importance)
+    shuffled = importance.take(np.random.default_rng(3).permutation(importance.num_rows))
+    first, second = initial_state(importance), initial_state(shuffled)
+    for name in ("customers", "merchants", "pairs"):
+        assert getattr(first, name).equals(getattr(second, name)), name

@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,15 +187,22 @@ def _parse_clean(data: bytes, end: int, target: pa.Schema, two_threads: bool) ->
     conversion error, a row count other than the line count (a quoted line end), or anything the
     byte scan cannot rule out sends the file to the slow path, which finds and names every problem.
     """
-    if any(data.find(marker, 0, end) >= 0 for marker in _NOT_CLEAN):
-        return None
-    lines = _count_lines_without_doubled_quotes(np.frombuffer(data, dtype=np.uint8, count=end))
-    if lines is None:
-        return None
+    second = _start_second_half(data, end, target) if two_threads else None
     try:
-        table = _read_typed_in_halves(data, end, target) if two_threads else _read_typed(pa.py_buffer(data)[:end], target, skip_rows=1)
+        if any(data.find(marker, 0, end) >= 0 for marker in _NOT_CLEAN):
+            return None
+        lines = _count_lines_without_doubled_quotes(np.frombuffer(data, dtype=np.uint8, count=end))
+        if lines is None:
+            return None
+        body = pa.py_buffer(data)[: second.start if second else end]
+        table = _read_typed(body, target, skip_rows=1)
+        if second:
+            table = pa.concat_tables([table, second.rows.result()])
     except pa.ArrowException:
         return None
+    finally:
+        if second:
+            wait([second.rows])  # the helper reads data: done with it before this call returns
     if table.num_rows != lines:
         return None
     if not table.num_rows:
@@ -221,25 +228,25 @@ def _parse_clean(data: bytes, end: int, target: pa.Schema, two_threads: bool) ->
     return table
 
 
-def _read_typed_in_halves(data: bytes, end: int, target: pa.Schema) -> pa.Table:
-    """``data[:end]`` (header line first) read as ``target``, its two halves on two threads.
+@dataclass(frozen=True)
+class _SecondHalf:
+    start: int
+    rows: Future[pa.Table]
+
+
+def _start_second_half(data: bytes, end: int, target: pa.Schema) -> _SecondHalf | None:
+    """Start reading the second half of ``data[:end]`` (``_HALVES_MIN_BYTES`` or more) on the
+    helper thread, while the caller scans the bytes and reads the first half.
 
     The halves meet at a line end: a quoted line end cut there makes a half fail or come out
-    with fewer rows than lines, which the caller's row count check catches, as it does for
-    pyarrow's own blocks. (pyarrow's multi-threaded reader was seen to fail at random with "a
-    chunk failed converting for an unknown reason" on a clean file; each half is read on one
-    thread.)
+    with fewer rows than lines, which the row count check catches, as it does for pyarrow's own
+    blocks. (pyarrow's multi-threaded reader was seen to fail at random with "a chunk failed
+    converting for an unknown reason" on a clean file; each half is read on one thread.)
     """
-    body = pa.py_buffer(data)[:end]
     middle = data.find(b"\n", end // 2, end) + 1 if end >= _HALVES_MIN_BYTES else 0
     if not middle:
-        return _read_typed(body, target, skip_rows=1)
-    second = _second_thread().submit(_read_typed, body[middle:], target, 0)
-    try:
-        first = _read_typed(body[:middle], target, skip_rows=1)
-    finally:
-        rest = second.result()
-    return pa.concat_tables([first, rest])
+        return None
+    return _SecondHalf(middle, _second_thread().submit(_read_typed, pa.py_buffer(data)[middle:end], target, 0))
 
 
 def _read_typed(body: pa.Buffer, target: pa.Schema, skip_rows: int) -> pa.Table:

@@ -141,6 +141,8 @@ class DetectionEngine:
         # optimised again at every chunk (about a third of their cost on a chunk's few rows).
         for statement in _PER_CHUNK:
             self.con.execute(f"PREPARE {statement} AS {sql(statement)}").fetchall()
+        # ... and each EXECUTE is parsed once too
+        self._execute = {name: self.con.extract_statements(f"EXECUTE {name}")[0] for name in _PER_CHUNK}
         self._pending = pending_rows(state.pending)
         self.chunks_folded = state.chunks_folded
         self.rows_folded = state.rows_folded
@@ -245,7 +247,7 @@ class DetectionEngine:
         for input_name, table in inputs.items():
             self.inputs[input_name].table = table
         try:
-            return fetch(self.con.execute(f"EXECUTE {name}"))
+            return fetch(self.con.execute(self._execute[name]))
         finally:
             for input_name in inputs:
                 self.inputs[input_name].clear()

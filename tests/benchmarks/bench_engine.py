@@ -109,24 +109,12 @@ def replay_process(data: Path, work: Path) -> tuple[float, float]:
     return float(wall), float(peak_kb) / 1024
 
 
-def reference_loop_ms() -> float:
-    """Median time of a fixed CPU-bound loop: the machine's speed at the moment, printed beside
-    the figures (on a shared 2-core machine it swings by up to x1.8 from one minute to the next)."""
-    times = []
-    for _ in range(50):
-        started = time.perf_counter()
-        sum(range(200_000))
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
-
-
 def run(scale: int, naive: bool, work: Path) -> None:
     rows = banksim.ROWS * scale
     data = work / f"banksim-x{scale}"
     started = time.perf_counter()
     generate(data, seed=0, rows=rows)
     print(f"\n== {rows:,} rows (x{scale}), generated in {time.perf_counter() - started:.1f} s")
-    print(f"  reference loop: {reference_loop_ms():.1f} ms (machine speed now; 2.4 ms on a quiet 2-core machine)")
     config = DetectionConfig()
     passes = 3 if scale == 1 else 1
     times, detections = engine_per_chunk(data, config, passes)
@@ -136,12 +124,12 @@ def run(scale: int, naive: bool, work: Path) -> None:
     if naive:
         naive_times, naive_detections = naive_per_chunk(data, config)
         describe("naive DuckDB over raw history", naive_times)
-        print(f"  naive baseline: {naive_detections} detections")
+        ratio = statistics.median(times) / statistics.median(naive_times)
+        print(f"  naive baseline: {naive_detections} detections; patternflow's median per chunk is {ratio:.3f} of the naive one's")
     replays = [replay_process(data, work / f"replay-x{scale}-{i}") for i in range(3 if scale == 1 else 1)]
     walls = sorted(wall for wall, _ in replays)
     shown = f"median of {len(walls)} runs ({', '.join(f'{w:.2f}' for w in walls)})" if len(walls) > 1 else "one run"
     print(f"  patternflow replay process: wall {statistics.median(walls):.2f} s, {shown}; peak RSS {max(p for _, p in replays):.0f} MB")
-    print(f"  reference loop: {reference_loop_ms():.1f} ms (machine speed now; 2.4 ms on a quiet 2-core machine)")
 
 
 def main() -> None:

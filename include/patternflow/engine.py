@@ -299,7 +299,13 @@ class DetectionEngine:
 
 
 def _union(first: np.ndarray, second: np.ndarray, size: int) -> np.ndarray:
-    """The distinct ids in either array (ids below ``size``): a mask, cheaper than sorting them."""
+    """The distinct ids in either array (ids below ``size``), ``first`` holding each id once.
+
+    ``second`` (UPGRADE's loosened pairs) is empty at most chunks, and then nothing is done;
+    otherwise a mask over all ids, cheaper than sorting them.
+    """
+    if not len(second):
+        return first
     seen = np.zeros(size, dtype=bool)
     seen[first] = True
     seen[second] = True

@@ -204,11 +204,11 @@ class PairAggregates:
         p90[upgrade.merchants], w10[upgrade.merchants] = upgrade.p90_n, upgrade.w10_rank
         total = self.total[:m]
         merchant_columns = [np.arange(m, dtype=np.int32), total, self.clear_female[:m], self.clear_male[:m], p90, w10]
-        merchants = columns.table(dict(zip(MERCHANTS_SCHEMA.names, merchant_columns, strict=True)), MERCHANTS_SCHEMA)
+        merchants = columns.from_columns(merchant_columns, MERCHANTS_SCHEMA)
         merchant = self._columns["merchant"][pair]
         own = [self._columns[name][pair] for name in _CANDIDATE_OWN_COLUMNS]
         theirs = [total[merchant], p90[merchant], w10[merchant]]  # merchant_total, merchant_p90_n, merchant_w10_rank
-        return columns.table(dict(zip(CANDIDATES_SCHEMA.names, own + theirs, strict=True)), CANDIDATES_SCHEMA), merchants
+        return columns.from_columns(own + theirs, CANDIDATES_SCHEMA), merchants
 
     def to_table(self) -> pa.Table:
         return columns.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, PAIRS_SCHEMA)

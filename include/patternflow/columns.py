@@ -79,7 +79,14 @@ def table(columns: Mapping[str, Values], schema: pa.Schema) -> pa.Table:
     """A table of ``schema`` from one column of values a field, given by name."""
     if list(columns) != schema.names:
         raise ValueError(f"columns {list(columns)} do not match the schema's {schema.names}")
-    return pa.Table.from_arrays([array(columns[field.name], field.type) for field in schema], schema=schema)
+    return from_columns(list(columns.values()), schema)
+
+
+def from_columns(columns: Sequence[Values], schema: pa.Schema) -> pa.Table:
+    """A table of ``schema`` from one column of values a field, in the schema's order."""
+    if len(columns) != len(schema):
+        raise ValueError(f"{len(columns)} columns for the schema's {len(schema)} fields")
+    return pa.Table.from_arrays([array(values, field.type) for values, field in zip(columns, schema, strict=True)], schema=schema)
 
 
 def empty(schema: pa.Schema) -> pa.Table:

@@ -236,7 +236,7 @@ class DetectionEngine:
             "new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants, emitted=self.emitted
         )
         if found:
-            emitted = columns.table(dict(zip(_EMITTED_IDS_SCHEMA.names, zip(*found, strict=True), strict=True)), _EMITTED_IDS_SCHEMA)
+            emitted = columns.from_columns(list(zip(*found, strict=True)), _EMITTED_IDS_SCHEMA)
             self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
         names, merchant_names = self.customers.names, self.merchants.names
         return [(p, a, names[c] if c != _NO_CUSTOMER else "", merchant_names[m]) for p, a, c, m in found]

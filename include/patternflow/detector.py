@@ -28,6 +28,7 @@ import pyarrow as pa
 from patternflow import columns, schema
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
+from patternflow.engine import FOLDED_COLUMNS
 from patternflow.errors import InputError
 from patternflow.layout import (
     PATTERNS,
@@ -208,7 +209,7 @@ def accept_chunk(store: ObjectStore, settings: PipelineSettings, index: int, dat
     - halt: the run fails with the parser's error (file, line, field).
     """
     source = _uri(settings, chunk_key(settings, index))
-    checked = check_csv(data, source, schema.TRANSACTIONS)
+    checked = check_csv(data, source, schema.TRANSACTIONS, columns=FOLDED_COLUMNS)
     if not checked.problems:
         return checked.table, 0
     if settings.bad_chunk_policy == "halt":

@@ -29,6 +29,9 @@ from patternflow.detections import Detection, DetectionFile, pending_rows, pendi
 from patternflow.ids import IdDictionary
 
 PATTERNS = ("PatId1", "PatId2", "PatId3")
+FOLDED_COLUMNS = ("customer", "gender", "merchant", "amount")
+"""The transaction columns the engine reads: a chunk parsed for it needs no others
+(``parse_transactions(..., columns=FOLDED_COLUMNS)`` still checks them all)."""
 _VIEWS = ("pattern_upgrade", "pattern_child", "pattern_dei_needed")
 _PER_CHUNK = ("fold_chunk", "new_detections")
 _THRESHOLDS = (

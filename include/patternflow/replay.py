@@ -19,7 +19,7 @@ import pyarrow as pa
 from patternflow.chunking import ChunkedFile
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
-from patternflow.engine import PATTERNS, ChunkResult
+from patternflow.engine import FOLDED_COLUMNS, PATTERNS, ChunkResult
 from patternflow.errors import InputError, Problem
 from patternflow.parsing import parse_transactions, read_importance
 from patternflow.state import StateStore
@@ -99,7 +99,7 @@ def replay(
 def _parse_chunk(data: bytes, source: str, rows_before: int) -> pa.Table:
     """Parse one chunk of ``source``, reporting problems at their line in the whole file."""
     try:
-        return parse_transactions(data, source, two_threads=False)  # already beside the folds
+        return parse_transactions(data, source, two_threads=False, columns=FOLDED_COLUMNS)  # already beside the folds
     except InputError as exc:
         shifted = [Problem(p.line + rows_before if p.line > 1 else p.line, p.field, p.message) for p in exc.problems]
         raise InputError(source, shifted) from None

@@ -56,9 +56,3 @@ def single_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
             return None
         parts.append(data[offsets[0] : offsets[-1]])
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
-
-
-def shortest(column: pa.Array | pa.ChunkedArray) -> int | None:
-    """The length in bytes of the shortest value; None for no values."""
-    lengths = [int(np.diff(offsets).min()) for offsets, _ in _pieces(column) if len(offsets) > 1]
-    return min(lengths) if lengths else None

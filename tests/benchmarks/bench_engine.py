@@ -21,7 +21,7 @@ import numpy as np
 from patternflow import banksim
 from patternflow.chunking import ChunkedFile
 from patternflow.config import DetectionConfig
-from patternflow.engine import DetectionEngine
+from patternflow.engine import FOLDED_COLUMNS, DetectionEngine
 from patternflow.generate import generate
 from patternflow.parsing import parse_transactions, read_importance
 
@@ -59,7 +59,7 @@ def engine_per_chunk(data: Path, config: DetectionConfig, passes: int) -> tuple[
         times = []
         for chunk in source:
             started = time.perf_counter()
-            engine.fold(chunk.index, parse_transactions(chunk.data, "chunk"))
+            engine.fold(chunk.index, parse_transactions(chunk.data, "chunk", columns=FOLDED_COLUMNS))
             times.append(time.perf_counter() - started)
         engine.finish()
         runs.append(times)

@@ -329,15 +329,82 @@ def test_a_large_clean_file_read_in_halves_equals_the_careful_path():
     assert parse_transactions(clean, "t.csv").equals(parse_transactions(spaced, "t.csv"))
 
 
+_MUST_FIND = (b"''", b",,", b",\n", b"\n,", b",\r")
+
+
 @pytest.mark.parametrize("window", [1, 2, 3, 4, 64])
-def test_byte_scan_finds_doubled_quotes_and_counts_lines_across_windows(monkeypatch, window):
+def test_byte_scan_finds_doubled_quotes_and_empty_values_and_counts_lines_across_windows(monkeypatch, window):
     monkeypatch.setattr(parsing, "_SCAN_WINDOW_BYTES", window)
-    for text in (b"a'b\n'c'\n\nd''", b"''", b"x\n'a''b'\n", b"'a'\n'b'\n" * 5):
+    texts = [b"a'b\n'c'\nd''", b"''", b"x\n'a''b'\n", b"'a'\n'b'\n" * 5, b"a,b\nc,d\n" * 3, b"a,b\r\nc,d\r\n", b"a,b,"]
+    texts += [b"a,b\n" * k + pair + b"c,d\n" for pair in _MUST_FIND for k in range(3)]
+    for text in texts:
         raw = np.frombuffer(text, dtype=np.uint8)
-        expected = None if b"''" in text else text.count(b"\n")
-        assert parsing._count_lines_without_doubled_quotes(raw) == expected
+        suspect = any(pair in text for pair in _MUST_FIND) or text.endswith(b",")
+        expected = None if suspect else text.count(b"\n")
+        assert parsing._count_lines_if_plain(raw, b"\r" in text) == expected, text
+
+
+def test_byte_scan_flags_every_pair_it_must_and_no_pair_of_letters_digits_or_quotes():
+    ordinary = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_'.-")
+    for first in range(256):
+        for second in range(256):
+            pair = bytes([first, second])
+            for offset in (0, 1):  # the pair at an even and at an odd position
+                text = b"x" * offset + pair + b"y"
+                flagged = parsing._count_lines_if_plain(np.frombuffer(text, dtype=np.uint8), carriage_returns=True) is None
+                if pair in _MUST_FIND:
+                    assert flagged, pair
+                elif first in ordinary and second in ordinary and pair not in (b"''", b".."):
+                    assert not flagged, pair
 
 
 def test_stripped_length_is_that_of_rstrip():
     for data in (b"", b"\n", b"a,b\r\n \t\n", b"a \tb", b"  "):
         assert parsing._stripped_length(data) == len(data.rstrip(b"\r\n\t "))
+
+
+# --- a subset of the columns ------------------------------------------------------------------
+
+FOLDED = ("customer", "gender", "merchant", "amount")
+
+
+def _outcome_of_columns(data: bytes, columns: tuple[str, ...] | None, halves_from: int) -> object:
+    saved, parsing._HALVES_MIN_BYTES = parsing._HALVES_MIN_BYTES, halves_from
+    try:
+        return parse_transactions(data, "t.csv", columns=columns).to_pylist()
+    except InputError as exc:
+        return exc.problems
+    finally:
+        parsing._HALVES_MIN_BYTES = saved
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations(), st.sampled_from([1, 1 << 30]))
+def test_a_subset_of_columns_is_the_whole_parse_cut_down(data: bytes, halves_from: int):
+    whole = _outcome_of_columns(data, None, halves_from)
+    subset = _outcome_of_columns(data, FOLDED, halves_from)
+    if isinstance(whole, list) and whole and isinstance(whole[0], Problem):
+        assert subset == whole
+    else:
+        assert subset == [{name: row[name] for name in FOLDED} for row in whole]
+
+
+@pytest.mark.parametrize("empty", ["", "''"])
+@pytest.mark.parametrize("field", ["age", "zipcodeOri", "zipMerchant", "category"])
+def test_an_empty_value_in_a_column_not_returned_is_still_found(field: str, empty: str):
+    values = dict(EXPECTED_QUOTED, amount="4.55")
+    values[field] = empty
+    bad = ",".join(str(v) if k in ("step", "amount", "fraud") or v == empty else f"'{v}'" for k, v in values.items())
+    message = problem_of(csv(QUOTED, bad, QUOTED), parse=lambda data, source: parse_transactions(data, source, columns=FOLDED))
+    assert f"line 3, field '{field}'" in message and "empty value" in message
+
+
+def test_the_columns_come_in_the_files_order():
+    table = parse_transactions(csv(QUOTED, UNQUOTED), "t.csv", columns=["amount", "customer"])
+    assert table.column_names == ["customer", "amount"]
+    assert table.to_pylist()[0] == {"customer": "C1093826151", "amount": Decimal("4.55")}
+
+
+def test_an_unknown_column_is_refused():
+    with pytest.raises(ValueError, match="no such column: nope"):
+        parse_transactions(csv(QUOTED), "t.csv", columns=["customer", "nope"])

@@ -38,12 +38,6 @@ def test_single_bytes_only_when_every_value_is_one_byte(strings, cut, start):
         assert got is None
 
 
-@given(values, st.integers(0, 30), st.integers(0, 3))
-def test_shortest(strings, cut, start):
-    expected = min((len(s.encode()) for s in strings), default=None)
-    assert stringbytes.shortest(chunked(strings, cut, start)) == expected
-
-
 def test_nulls_are_neither_ids_nor_letters():
     column = pa.array(["C1", None], pa.string())
     assert not stringbytes.all_ids(column, "C")

@@ -44,17 +44,18 @@ PAIRS_SCHEMA = pa.schema(
 MERCHANTS_SCHEMA = pa.schema(
     [
         ("merchant", pa.int32()),
-        ("total", pa.int64()),  # total(m): transactions with the merchant
         ("clear_female", pa.int64()),  # customers whose every transaction with m is F
         ("clear_male", pa.int64()),  # likewise M
-        ("p90_n", pa.int64()),  # UPGRADE thresholds (UpgradeThresholds), 0 at the merchants
-        ("w10_rank", pa.int32()),  # not over UPGRADE's size
     ]
 )
 _CANDIDATE_OWN_COLUMNS = ("merchant", "customer", "n", "cents", "weight_rank")
 CANDIDATES_SCHEMA = pa.schema(
     [PAIRS_SCHEMA.field(name) for name in _CANDIDATE_OWN_COLUMNS]
-    + [("merchant_total", pa.int64()), ("merchant_p90_n", pa.int64()), ("merchant_w10_rank", pa.int32())]
+    + [
+        ("merchant_total", pa.int64()),  # total(m): transactions with the merchant
+        ("merchant_p90_n", pa.int64()),  # UPGRADE thresholds (UpgradeThresholds), 0 at the merchants
+        ("merchant_w10_rank", pa.int32()),  # not over UPGRADE's size
+    ]
 )
 """Pairs that can newly qualify, with their merchant's columns (see ``PairAggregates.inputs``)."""
 FEMALE, MALE, OTHER_GENDER = 1, 2, 4
@@ -198,13 +199,12 @@ class PairAggregates:
     def inputs(self, pair: np.ndarray, upgrade: UpgradeThresholds) -> tuple[pa.Table, pa.Table]:
         """The pattern queries' two inputs: the given pairs (``CANDIDATES_SCHEMA``), each with its
         merchant's total and UPGRADE thresholds beside its own values so that no query needs a
-        join, and every merchant (``MERCHANTS_SCHEMA``)."""
+        join, and every merchant's gender counts (``MERCHANTS_SCHEMA``)."""
         m = self.merchants
         p90, w10 = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int32)
         p90[upgrade.merchants], w10[upgrade.merchants] = upgrade.p90_n, upgrade.w10_rank
         total = self.total[:m]
-        merchant_columns = [np.arange(m, dtype=np.int32), total, self.clear_female[:m], self.clear_male[:m], p90, w10]
-        merchants = columns.from_columns(merchant_columns, MERCHANTS_SCHEMA)
+        merchants = columns.from_columns([np.arange(m, dtype=np.int32), self.clear_female[:m], self.clear_male[:m]], MERCHANTS_SCHEMA)
         merchant = self._columns["merchant"][pair]
         own = [self._columns[name][pair] for name in _CANDIDATE_OWN_COLUMNS]
         theirs = [total[merchant], p90[merchant], w10[merchant]]  # merchant_total, merchant_p90_n, merchant_w10_rank

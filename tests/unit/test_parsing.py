@@ -344,6 +344,19 @@ def test_byte_scan_finds_doubled_quotes_and_empty_values_and_counts_lines_across
         assert parsing._count_lines_if_plain(raw, b"\r" in text) == expected, text
 
 
+@pytest.mark.parametrize("row", range(1, 9))
+@pytest.mark.parametrize("field", [0, 9])
+def test_an_empty_value_where_the_halves_meet_is_still_found(row: int, field: int):
+    lines = [f"{i},'C{i}','1','F','28007','M{i % 3}','28007','es_food',1.{i:02d},0" for i in range(8)]
+    values = lines[row - 1].split(",")
+    values[field] = ""
+    lines[row - 1] = ",".join(values)
+    data = csv(*lines)
+    halves, one_read = _outcome(data, halves_from=1), _outcome(data, halves_from=len(data) + 1)
+    assert halves == one_read
+    assert isinstance(halves, list) and halves and isinstance(halves[0], Problem) and "empty value" in halves[0].message
+
+
 def test_byte_scan_flags_every_pair_it_must_and_no_pair_of_letters_digits_or_quotes():
     ordinary = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_'.-")
     for first in range(256):

@@ -205,8 +205,8 @@ class PairAggregates:
         p90[upgrade.merchants], w10[upgrade.merchants] = upgrade.p90_n, upgrade.w10_rank
         total = self.total[:m]
         merchants = columns.from_columns([np.arange(m, dtype=np.int32), self.clear_female[:m], self.clear_male[:m]], MERCHANTS_SCHEMA)
-        merchant = self._columns["merchant"][pair]
         own = [self._columns[name][pair] for name in _CANDIDATE_OWN_COLUMNS]
+        merchant = own[_CANDIDATE_OWN_COLUMNS.index("merchant")]
         theirs = [total[merchant], p90[merchant], w10[merchant]]  # merchant_total, merchant_p90_n, merchant_w10_rank
         return columns.from_columns(own + theirs, CANDIDATES_SCHEMA), merchants
 

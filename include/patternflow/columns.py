@@ -13,6 +13,7 @@ Only what the engine needs: fixed-width numeric columns without nulls, and strin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +57,7 @@ def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
+@cache  # called for every column the engine converts, a few dozen times a chunk
 def numpy_dtype(type: pa.DataType) -> np.dtype:
     """The numpy dtype of a numeric Arrow type (int8 ... uint64, float32, float64)."""
     if not (pa.types.is_integer(type) or pa.types.is_floating(type)):

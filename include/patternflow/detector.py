@@ -28,7 +28,7 @@ import pyarrow as pa
 from patternflow import columns, schema
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
-from patternflow.engine import FOLDED_COLUMNS
+from patternflow.engine import FOLDED_COLUMNS, WEIGHT_COLUMNS
 from patternflow.errors import InputError
 from patternflow.layout import (
     PATTERNS,
@@ -116,7 +116,9 @@ def detect(
     config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
     state = StateStore(store, settings.state_prefix)
     reference = importance_key(settings)
-    engine = open_engine(state, lambda: parse_importance(store.get(reference), _uri(settings, reference)), config, clock)
+    engine = open_engine(
+        state, lambda: parse_importance(store.get(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS), config, clock
+    )
     try:
         folded_digests = _load_digests(store, settings)
         report.conflicts = find_conflicts(store, settings, folded_digests, engine.chunks_folded)

@@ -32,6 +32,8 @@ PATTERNS = ("PatId1", "PatId2", "PatId3")
 FOLDED_COLUMNS = ("customer", "gender", "merchant", "amount")
 """The transaction columns the engine reads: a chunk parsed for it needs no others
 (``parse_transactions(..., columns=FOLDED_COLUMNS)`` still checks them all)."""
+WEIGHT_COLUMNS = ("Source", "Target", "Weight")
+"""The CustomerImportance columns the engine reads (``DetectionEngine.start``)."""
 _VIEWS = ("pattern_upgrade", "pattern_child", "pattern_dei_needed")
 _PER_CHUNK = ("fold_chunk", "new_detections")
 _THRESHOLDS = (

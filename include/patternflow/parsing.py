@@ -79,17 +79,17 @@ def parse_transactions(data: bytes, source: str, *, two_threads: bool = True, co
     return check_csv(data, source, schema.TRANSACTIONS, two_threads=two_threads, columns=columns).table_or_raise(source)
 
 
-def parse_importance(data: bytes, source: str) -> pa.Table:
-    """Parse a CustomerImportance CSV; raise ``InputError`` on any defect."""
-    return check_csv(data, source, schema.IMPORTANCE).table_or_raise(source)
+def parse_importance(data: bytes, source: str, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """Parse a CustomerImportance CSV; raise ``InputError`` on any defect. ``columns``: see ``check_csv``."""
+    return check_csv(data, source, schema.IMPORTANCE, columns=columns).table_or_raise(source)
 
 
 def read_transactions(path: str | Path) -> pa.Table:
     return parse_transactions(Path(path).read_bytes(), str(path))
 
 
-def read_importance(path: str | Path) -> pa.Table:
-    return parse_importance(Path(path).read_bytes(), str(path))
+def read_importance(path: str | Path, *, columns: Sequence[str] | None = None) -> pa.Table:
+    return parse_importance(Path(path).read_bytes(), str(path), columns=columns)
 
 
 def check_csv(

@@ -19,7 +19,7 @@ import pyarrow as pa
 from patternflow.chunking import ChunkedFile
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
-from patternflow.engine import FOLDED_COLUMNS, PATTERNS, ChunkResult
+from patternflow.engine import FOLDED_COLUMNS, PATTERNS, WEIGHT_COLUMNS, ChunkResult
 from patternflow.errors import InputError, Problem
 from patternflow.parsing import parse_transactions, read_importance
 from patternflow.state import StateStore
@@ -62,7 +62,7 @@ def replay(
     outputs = LocalStore(out)
     Path(out).mkdir(parents=True, exist_ok=True)
     source = ChunkedFile(Path(transactions).read_bytes(), config.chunk_size)
-    engine = open_engine(state, lambda: read_importance(importance), config, clock)
+    engine = open_engine(state, lambda: read_importance(importance, columns=WEIGHT_COLUMNS), config, clock)
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
     last_commit = time.monotonic()

@@ -21,7 +21,7 @@ import numpy as np
 from patternflow import banksim
 from patternflow.chunking import ChunkedFile
 from patternflow.config import DetectionConfig
-from patternflow.engine import FOLDED_COLUMNS, DetectionEngine
+from patternflow.engine import FOLDED_COLUMNS, WEIGHT_COLUMNS, DetectionEngine
 from patternflow.generate import generate
 from patternflow.parsing import parse_transactions, read_importance
 
@@ -51,7 +51,7 @@ def engine_per_chunk(data: Path, config: DetectionConfig, passes: int) -> tuple[
     over the passes: a 2-core machine shared with other work slows single chunks at random by
     more than the differences measured here.
     """
-    importance = read_importance(data / "CustomerImportance.csv")
+    importance = read_importance(data / "CustomerImportance.csv", columns=WEIGHT_COLUMNS)
     source = ChunkedFile((data / "transactions.csv").read_bytes(), config.chunk_size)
     runs = []
     for _ in range(passes):

@@ -102,8 +102,9 @@ def check_csv(
     is read as two halves on two threads unless ``two_threads`` is False.
 
     ``columns`` (default: all) are the columns returned, in ``target``'s order. Every column is
-    checked whatever it says, but in a clean file the others are not converted: the engine reads
-    4 of the 10 transaction columns, and converting the rest cost a tenth of its time per chunk.
+    checked whatever it says, but in a clean file the plain text ones among the others are not
+    converted: the engine reads 4 of the 10 transaction columns, and converting age, the two
+    zipcodes and category cost about 0.3 ms of a chunk's 5 to 7.
     """
     wanted = _wanted(target, columns)
     empty = _empty(target, wanted)

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run run-distributed data lock clean bench bench-e2e bench-load
+.PHONY: install test lint run run-distributed data lock clean bench bench-quiet bench-e2e bench-load
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ clean:
 # Engine figures on full-size generated data and at 10x (printed, not asserted).
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_engine
+
+# Full size only, 5 runs, each started the moment a probe finds the (shared) machine quiet.
+bench-quiet: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_engine --at-quiet-moments 5
 
 # Upload-to-commit lag per chunk through make run's setup, full-size data, 1-second tick.
 bench-e2e: $(STAMP)

@@ -109,6 +109,21 @@ def replay_process(data: Path, work: Path) -> tuple[float, float]:
     return float(wall), float(peak_kb) / 1024
 
 
+def fastest_pass_ms(per_chunk: list[list[float]]) -> float:
+    """The median over chunks of each chunk's fastest pass, in ms: the least disturbed pass,
+    closer to the code's own cost on a machine whose neighbours slow it down (never the headline
+    figure, which takes each chunk's median pass)."""
+    return statistics.median(min(chunk_times) for chunk_times in per_chunk) * 1000
+
+
+def replays(data: Path, work: Path, name: str, runs: int) -> str:
+    """``runs`` replay processes, described: median wall time, each run's, peak RSS."""
+    measured = [replay_process(data, work / f"{name}-{i}") for i in range(runs)]
+    walls = sorted(wall for wall, _ in measured)
+    shown = f"median of {len(walls)} runs ({', '.join(f'{w:.2f}' for w in walls)})" if len(walls) > 1 else "one run"
+    return f"patternflow replay process: wall {statistics.median(walls):.2f} s, {shown}; peak RSS {max(p for _, p in measured):.0f} MB"
+
+
 def run(scale: int, naive: bool, work: Path) -> None:
     rows = banksim.ROWS * scale
     data = work / f"banksim-x{scale}"
@@ -123,19 +138,13 @@ def run(scale: int, naive: bool, work: Path) -> None:
     print(f"  each chunk's time is its median over {passes} passes of the stream")
     describe("patternflow (parse+fold+detect)", times)
     if passes > 1:
-        # the least disturbed pass of each chunk: closer to the code's own cost on a machine
-        # whose neighbours slow it down, never the headline figure
-        fastest = [min(chunk_times) for chunk_times in per_chunk]
-        print(f"  {'':<34} fastest of the {passes} passes, per chunk: median {statistics.median(fastest) * 1000:.1f} ms")
+        print(f"  {'':<34} fastest of the {passes} passes, per chunk: median {fastest_pass_ms(per_chunk):.1f} ms")
     if naive:
         naive_times, naive_detections = naive_per_chunk(data, config)
         describe("naive DuckDB over raw history", naive_times)
         ratio = statistics.median(times) / statistics.median(naive_times)
         print(f"  naive baseline: {naive_detections} detections; patternflow's median per chunk is {ratio:.3f} of the naive one's")
-    replays = [replay_process(data, work / f"replay-x{scale}-{i}") for i in range(3 if scale == 1 else 1)]
-    walls = sorted(wall for wall, _ in replays)
-    shown = f"median of {len(walls)} runs ({', '.join(f'{w:.2f}' for w in walls)})" if len(walls) > 1 else "one run"
-    print(f"  patternflow replay process: wall {statistics.median(walls):.2f} s, {shown}; peak RSS {max(p for _, p in replays):.0f} MB")
+    print(f"  {replays(data, work, f'replay-x{scale}', 3 if scale == 1 else 1)}")
 
 
 def probe(chunk: bytes) -> float:
@@ -177,7 +186,7 @@ def run_at_quiet_moments(runs: int, work: Path, calibrate_seconds: float = 30, t
         fastest = min(fastest, probe(chunk))
     quiet_ms = fastest * 1.05
     print(f"\n== {banksim.ROWS:,} rows (x1) at quiet moments: a probe (a warm parse of one chunk) of at most {quiet_ms:.2f} ms")
-    medians, walls = [], []
+    medians = []
     for run_number in range(1, runs + 1):
         reading = wait_for_quiet(chunk, quiet_ms, timeout)
         if reading is None:
@@ -185,27 +194,19 @@ def run_at_quiet_moments(runs: int, work: Path, calibrate_seconds: float = 30, t
             continue
         per_chunk, detections = engine_per_chunk(data, config, 3)
         ms = [statistics.median(chunk_times) * 1000 for chunk_times in per_chunk]
-        fastest_pass = statistics.median(min(chunk_times) for chunk_times in per_chunk) * 1000
         growth = statistics.median(ms[-5:]) / statistics.median(ms[:5])
         medians.append(statistics.median(ms))
         print(
             f"  run {run_number} (probe {reading:.2f} ms): per chunk median {statistics.median(ms):.1f} ms   "
-            f"p95 {percentile(ms, 0.95):.1f} ms   growth x{growth:.2f}   fastest pass {fastest_pass:.1f} ms   {detections} detections"
+            f"p95 {percentile(ms, 0.95):.1f} ms   growth x{growth:.2f}   "
+            f"fastest pass {fastest_pass_ms(per_chunk):.1f} ms   {detections} detections"
         )
         reading = wait_for_quiet(chunk, quiet_ms, timeout)
         if reading is None:
             continue
-        replays = [replay_process(data, work / f"replay-quiet-{run_number}-{i}") for i in range(3)]
-        run_walls = sorted(wall for wall, _ in replays)
-        walls.append(statistics.median(run_walls))
-        print(
-            f"  run {run_number} (probe {reading:.2f} ms): replay process wall median {statistics.median(run_walls):.2f} s "
-            f"({', '.join(f'{w:.2f}' for w in run_walls)}), peak RSS {max(p for _, p in replays):.0f} MB"
-        )
+        print(f"  run {run_number} (probe {reading:.2f} ms): {replays(data, work, f'replay-quiet-{run_number}', 3)}")
     if medians:
         print(f"  per-chunk medians {min(medians):.1f} to {max(medians):.1f} ms")
-    if walls:
-        print(f"  replay walls {min(walls):.2f} to {max(walls):.2f} s")
 
 
 def main() -> None:

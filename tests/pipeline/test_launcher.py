@@ -44,7 +44,8 @@ def test_killing_a_process_kills_the_descendants_that_lead_groups_of_their_own(t
     """As Airflow's task runners do: they would outlive a SIGKILL of the scheduler's group alone."""
     pids = tmp_path / "pids"
     started = Processes(tmp_path)
-    started.start("parent", ["bash", "-c", f"setsid sleep 300 & echo $! > {pids}; sleep 300"])
+    # the detached process writes its own pid once it leads its own session: $! could be read before setsid ran
+    started.start("parent", ["bash", "-c", f"setsid bash -c 'echo $$ > {pids}; exec sleep 300' & sleep 300"])
     deadline = time.monotonic() + 10
     while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -16,6 +16,7 @@ from datetime import datetime
 from airflow.sdk import dag, get_current_context, task
 
 from patternflow.orchestration import DEFAULT_ARGS, TAGS, NextChunkSensor, setting_params
+from patternflow.settings import PREFIXES
 
 
 @dag(
@@ -26,7 +27,7 @@ from patternflow.orchestration import DEFAULT_ARGS, TAGS, NextChunkSensor, setti
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=TAGS,
-    params=setting_params("bucket", "max_chunks_per_run"),
+    params=setting_params("bucket", *PREFIXES, "max_chunks_per_run"),
     doc_md=__doc__,
 )
 def pattern_detection():

@@ -1,8 +1,8 @@
-"""Start over: remove one stream's chunks, reference data, state and detection files.
+"""Start over: remove one stream's chunks, reference data, state, detection files and quarantine.
 
     reset_stream
 
-Only the four prefixes of the configured bucket are touched; nothing else in the bucket is.
+Only the five prefixes of the configured bucket are touched; nothing else in the bucket is.
 Manual only. Pause the producer first if it should not start a new stream right away.
 """
 
@@ -13,6 +13,7 @@ from datetime import datetime
 from airflow.sdk import dag, get_current_context, task
 
 from patternflow.orchestration import DEFAULT_ARGS, TAGS, setting_params, settings_for
+from patternflow.settings import PREFIXES
 
 
 @dag(
@@ -23,7 +24,7 @@ from patternflow.orchestration import DEFAULT_ARGS, TAGS, setting_params, settin
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=TAGS,
-    params=setting_params("bucket"),
+    params=setting_params("bucket", *PREFIXES),
     doc_md=__doc__,
 )
 def stream_reset():

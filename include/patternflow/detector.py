@@ -8,8 +8,10 @@ the last partial file and marks the stream finished.
 
 Files are written before the state that accounts for them is committed: a run that dies in
 between is redone from the previous state, and rewrites the same rows under the same file
-names. Per-chunk metrics (upload, start, end and commit times, detections, files) are written
-next to the state after the commit, for the progress display and the benchmarks.
+names. Likewise a quarantined chunk is copied aside at once but removed from the chunks prefix
+only after that commit, so a run that dies in between finds it again where it expects it.
+Per-chunk metrics (upload, start, end and commit times, detections, files) are written next to
+the state after the commit, for the progress display and the benchmarks.
 """
 
 from __future__ import annotations
@@ -121,25 +123,31 @@ def detect(
     )
     try:
         folded_digests = _load_digests(store, settings)
-        report.conflicts = find_conflicts(store, settings, folded_digests, engine.chunks_folded)
+        uploaded = store.digests(settings.chunks_prefix)
+        report.conflicts = find_conflicts(store, settings, folded_digests, engine.chunks_folded, uploaded)
+        finish_moves(store, settings, engine.chunks_folded, uploaded)
         if engine.finished:
             report.end_of_stream = True
             return report
         metrics: list[ChunkMetrics] = []
+        moved: list[str] = []
         while len(metrics) < settings.max_chunks_per_run and engine.chunks_folded < manifest.chunks:
             index = engine.chunks_folded
             key = chunk_key(settings, index)
+            began = clock()
+            started = wall()
             try:
                 stored = store.fetch(key)
             except KeyError:
                 break
-            started = wall()
-            table, rows_set_aside = accept_chunk(store, settings, index, stored.data)
+            accepted = accept_chunk(store, settings, index, stored.data, manifest.chunk_rows(index))
+            if accepted.quarantined:
+                moved.append(key)
             folded_digests[str(index)] = hashlib.md5(stored.data).hexdigest()
-            result = engine.fold(index, table)
+            result = engine.fold(index, accepted.table, began=began)
             files = write_files(store, settings.output_prefix, result.files)
             metrics.append(
-                ChunkMetrics(index, result.rows, stored.written_at, started, wall(), result.new_detections, files, rows_set_aside)
+                ChunkMetrics(index, result.rows, stored.written_at, started, wall(), result.new_detections, files, accepted.rows_set_aside)
             )
         final_files: list[str] = []
         if engine.chunks_folded == manifest.chunks and store.exists(end_of_stream_key(settings)):
@@ -147,6 +155,7 @@ def detect(
             report.end_of_stream = True
         if metrics or report.end_of_stream:
             report.state_version = commit(state, engine)
+            _remove_originals(store, moved)
             committed = wall()
             for chunk in metrics:
                 chunk.committed_at = committed
@@ -167,20 +176,29 @@ def _load_digests(store: ObjectStore, settings: PipelineSettings) -> dict[str, s
         return {}
 
 
-def find_conflicts(store: ObjectStore, settings: PipelineSettings, folded: dict[str, str], chunks_folded: int) -> list[int]:
-    """Chunks already folded whose object now holds other bytes.
+def _folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_folded: int) -> dict[int, tuple[str, str]]:
+    """The already folded chunks among ``uploaded`` (key -> digest): index -> (key, digest)."""
+    pattern = re.compile(re.escape(settings.chunks_prefix) + r"chunk_(\d+)\.csv")
+    folded = {}
+    for key, digest in uploaded.items():
+        match = pattern.fullmatch(key)
+        if match and int(match.group(1)) < chunks_folded:
+            folded[int(match.group(1))] = (key, digest)
+    return folded
+
+
+def find_conflicts(
+    store: ObjectStore, settings: PipelineSettings, folded: dict[str, str], chunks_folded: int, uploaded: dict[str, str]
+) -> list[int]:
+    """Chunks already folded whose object now holds other bytes (``uploaded``: the chunks
+    prefix's key -> MD5, ``ObjectStore.digests``).
 
     The same bytes again (a re-run producer tick) are ignored. Other bytes are never folded a
     second time: they are copied to the quarantine prefix with a report, once, and logged as an
     error. Chunks folded before a crash that lost their digest are not checked.
     """
-    pattern = re.compile(re.escape(settings.chunks_prefix) + r"chunk_(\d+)\.csv")
     conflicts = []
-    for key, digest in store.digests(settings.chunks_prefix).items():
-        match = pattern.fullmatch(key)
-        if not match or int(match.group(1)) >= chunks_folded:
-            continue
-        index = int(match.group(1))
+    for index, (key, digest) in sorted(_folded_chunks(settings, uploaded, chunks_folded).items()):
         if folded.get(str(index), digest) == digest:
             continue
         conflicts.append(index)
@@ -201,19 +219,56 @@ def find_conflicts(store: ObjectStore, settings: PipelineSettings, folded: dict[
     return sorted(conflicts)
 
 
-def accept_chunk(store: ObjectStore, settings: PipelineSettings, index: int, data: bytes) -> tuple[pa.Table, int]:
+def finish_moves(store: ObjectStore, settings: PipelineSettings, chunks_folded: int, uploaded: dict[str, str]) -> None:
+    """Remove from the chunks prefix the folded chunks that were quarantined but are still there:
+    a run died between committing the state and removing them (``uploaded``: as in ``find_conflicts``)."""
+    folded = _folded_chunks(settings, uploaded, chunks_folded)
+    if not folded:
+        return
+    quarantined = set(store.list(settings.quarantine_prefix))
+    _remove_originals(store, [key for index, (key, _) in sorted(folded.items()) if quarantined_chunk_key(settings, index) in quarantined])
+
+
+def _remove_originals(store: ObjectStore, keys: list[str]) -> None:
+    """The second half of a quarantine move, once the state that folded the chunks as empty is
+    committed. A store that refuses the removal (an IAM policy without it) leaves the original
+    where it is: already folded, it is never taken again; the log says so."""
+    if not keys:
+        return
+    try:
+        store.delete(keys)
+    except Exception as exc:  # any refusal: the data is safe either way
+        log.error("quarantined chunks copied aside but not removed from the chunks prefix (%s): %s", exc, ", ".join(keys))
+
+
+@dataclass(frozen=True)
+class AcceptedChunk:
+    table: pa.Table
+    """The rows to fold."""
+    rows_set_aside: int
+    quarantined: bool
+    """Copied to the quarantine prefix, to be removed from the chunks prefix once the state is committed."""
+
+
+def accept_chunk(
+    store: ObjectStore, settings: PipelineSettings, index: int, data: bytes, expected_rows: int | None = None
+) -> AcceptedChunk:
     """The rows of chunk ``index`` to fold, and how many were set aside, by the bad-chunk policy.
 
     - quarantine: a chunk with any problem is moved to the quarantine prefix with a JSON report
-      of every bad line and field, and folded as empty, so the stream goes on;
+      of every bad line and field, and folded as empty, so the stream goes on; the caller removes
+      the original once the state is committed;
     - skip_rows: its good rows are folded, the bad ones reported (a file-level problem such as a
       bad header leaves no good row, and the chunk is quarantined);
     - halt: the run fails with the parser's error (file, line, field).
+
+    ``expected_rows``: the chunk's rows by the stream's manifest; blank lines at the end of the
+    chunk, which a file may end with but a chunk's rows may not, are then problems too.
     """
     source = _uri(settings, chunk_key(settings, index))
-    checked = check_csv(data, source, schema.TRANSACTIONS, columns=FOLDED_COLUMNS)
+    checked = check_csv(data, source, schema.TRANSACTIONS, columns=FOLDED_COLUMNS, expected_rows=expected_rows)
     if not checked.problems:
-        return checked.table, 0
+        return AcceptedChunk(checked.table, 0, quarantined=False)
     if settings.bad_chunk_policy == "halt":
         raise InputError(source, checked.problems)
     keep_rows = settings.bad_chunk_policy == "skip_rows" and checked.table.num_rows > 0
@@ -230,7 +285,6 @@ def accept_chunk(store: ObjectStore, settings: PipelineSettings, index: int, dat
     store.put(quarantine_report_key(settings, index), json.dumps(report, indent=1).encode())
     if not keep_rows:
         store.put(quarantined_chunk_key(settings, index), data)
-        store.delete([chunk_key(settings, index)])
     first = checked.problems[0]
     log.error(
         "chunk %s: %s problem(s), first at line %s field %s: %s; %s (report: s3://%s/%s)",
@@ -243,7 +297,9 @@ def accept_chunk(store: ObjectStore, settings: PipelineSettings, index: int, dat
         settings.bucket,
         quarantine_report_key(settings, index),
     )
-    return (checked.table if keep_rows else columns.empty(schema.TRANSACTIONS)), set_aside
+    if keep_rows:
+        return AcceptedChunk(checked.table, set_aside, quarantined=False)
+    return AcceptedChunk(columns.empty(schema.TRANSACTIONS), set_aside, quarantined=True)
 
 
 def _summarise(report: DetectionReport, metrics: list[ChunkMetrics], final_files: list[str]) -> None:

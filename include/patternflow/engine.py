@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
@@ -188,14 +189,18 @@ class DetectionEngine:
         """Detections waiting for their file (fewer than a file's worth)."""
         return len(self._pending)
 
-    def fold(self, index: int, chunk: pa.Table) -> ChunkResult:
-        """Fold chunk ``index`` into the state, then emit what newly qualifies and cut full files."""
+    def fold(self, index: int, chunk: pa.Table, began: datetime | None = None) -> ChunkResult:
+        """Fold chunk ``index`` into the state, then emit what newly qualifies and cut full files.
+
+        ``began``: when processing of the chunk began (its detections' YStartTime), for a caller
+        that fetched and parsed it first; by default, now.
+        """
         if self.finished:
             raise OutOfOrderChunk(f"chunk {index} arrived after the end of the stream")
         if index != self.chunks_folded:
             raise OutOfOrderChunk(f"expected chunk {self.chunks_folded}, got chunk {index}")
         started = time.perf_counter()
-        y_start = iso_ist(self.clock())
+        y_start = iso_ist(began if began is not None else self.clock())
         touched = self._fold(chunk)
         found = self._detect(touched)
         detected = iso_ist(self.clock())

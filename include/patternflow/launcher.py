@@ -314,10 +314,22 @@ class _Display:
             self.last = ""
 
 
+_DATA_FILES = ("transactions.csv", "CustomerImportance.csv")
+
+
 def _ensure_data(data: Path, out: IO[str]) -> None:
-    if (data / "transactions.csv").is_file() and (data / "CustomerImportance.csv").is_file():
+    """Use the real files placed in ``data``, or generate both when neither is there; a folder
+    with only one of them is refused rather than overwritten."""
+    present = [name for name in _DATA_FILES if (data / name).exists()]
+    if len(present) == len(_DATA_FILES):
         print(f"using the files in {data}/", file=out, flush=True)
         return
+    if present:
+        missing = next(name for name in _DATA_FILES if name not in present)
+        raise LaunchError(
+            f"{data}/ holds {present[0]} but no {missing}: place both real files there, or remove {present[0]} "
+            "to have BankSim-shaped ones generated"
+        )
     from patternflow.generate import generate
 
     print(f"no transactions.csv and CustomerImportance.csv in {data}/: generating BankSim-shaped ones ...", file=out, flush=True)

@@ -19,7 +19,7 @@ from airflow.sdk import Param
 
 from patternflow.config import DetectionConfig
 from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings, descriptions
+from patternflow.settings import VARIABLE, PipelineSettings, descriptions
 
 OWNER = "patternflow"
 TAGS = ["patternflow", "banksim", "s3"]
@@ -37,7 +37,7 @@ def _variables() -> dict[str, Any]:
     """The Variable ``patternflow_settings`` (a JSON object), or nothing when it is not set."""
     from airflow.sdk import Variable
 
-    from patternflow.settings import VARIABLE, SettingsError
+    from patternflow.settings import SettingsError
 
     try:
         return Variable.get(VARIABLE, default=None, deserialize_json=True) or {}
@@ -77,7 +77,9 @@ def setting_params(*names: str) -> dict[str, Param]:
             None,
             type=["null", kind],
             title=name.replace("_", " "),
-            description=f"{descriptions()[name]} Empty: Variable patternflow_{name}, else PATTERNFLOW_{name.upper()}, else {default}.",
+            description=(
+                f"{descriptions()[name]} Empty: key {name} of Variable {VARIABLE}, else PATTERNFLOW_{name.upper()}, else {default}."
+            ),
         )
     return params
 

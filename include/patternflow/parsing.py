@@ -71,13 +71,21 @@ class ParseResult:
         return self.table
 
 
-def parse_transactions(data: bytes, source: str, *, two_threads: bool = True, columns: Sequence[str] | None = None) -> pa.Table:
+def parse_transactions(
+    data: bytes,
+    source: str,
+    *,
+    two_threads: bool = True,
+    columns: Sequence[str] | None = None,
+    expected_rows: int | None = None,
+) -> pa.Table:
     """Parse a whole transactions CSV (or one chunk of it); raise ``InputError`` on any defect.
 
     ``two_threads=False`` for a caller that already parses on a thread of its own beside other work;
-    ``columns``: see ``check_csv``.
+    ``columns`` and ``expected_rows``: see ``check_csv``.
     """
-    return check_csv(data, source, schema.TRANSACTIONS, two_threads=two_threads, columns=columns).table_or_raise(source)
+    checked = check_csv(data, source, schema.TRANSACTIONS, two_threads=two_threads, columns=columns, expected_rows=expected_rows)
+    return checked.table_or_raise(source)
 
 
 def parse_importance(data: bytes, source: str, *, columns: Sequence[str] | None = None) -> pa.Table:
@@ -94,7 +102,13 @@ def read_importance(path: str | Path, *, columns: Sequence[str] | None = None) -
 
 
 def check_csv(
-    data: bytes, source: str, target: pa.Schema, *, two_threads: bool = True, columns: Sequence[str] | None = None
+    data: bytes,
+    source: str,
+    target: pa.Schema,
+    *,
+    two_threads: bool = True,
+    columns: Sequence[str] | None = None,
+    expected_rows: int | None = None,
 ) -> ParseResult:
     """Parse ``data`` against ``target`` and keep going past bad rows.
 
@@ -106,7 +120,26 @@ def check_csv(
     checked whatever it says, but in a clean file the plain text ones among the others are not
     converted: the engine reads 4 of the 10 transaction columns, and converting age, the two
     zipcodes and category cost about 0.3 ms of a chunk's 5 to 7.
+
+    ``expected_rows``: for a chunk cut from a larger file, the lines it holds after its header.
+    A file may end with blank lines, but the blank lines a chunk ends with were counted among
+    that file's rows, so they stood between rows there: they are reported as such.
     """
+    result = _check_csv(data, source, target, two_threads, columns)
+    file_level = result.problems and not result.rows_read  # empty, not text, bad header: no row was read
+    if expected_rows is None or result.rows_read >= expected_rows or file_level:
+        return result
+    blank_tail = max(0, data.count(b"\n", _stripped_length(data)) - 1)  # the last row's own line end is not one
+    first = result.rows_read + 2  # the header is line 1
+    blank = [
+        Problem(line, None, "blank line between rows") for line in range(first, first + min(blank_tail, expected_rows - result.rows_read))
+    ]
+    if not blank:
+        return result
+    return ParseResult(result.table, sorted(result.problems + blank, key=lambda p: p.line), result.rows_read + len(blank))
+
+
+def _check_csv(data: bytes, source: str, target: pa.Schema, two_threads: bool, columns: Sequence[str] | None) -> ParseResult:
     selection = _selection(target, None if columns is None else tuple(columns))
     wanted, empty = selection.wanted, selection.empty
     if data.startswith(_BOM):

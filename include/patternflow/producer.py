@@ -26,7 +26,7 @@ from patternflow.chunking import ChunkedFile, assemble
 from patternflow.clock import iso_ist_epoch
 from patternflow.errors import PatternflowError
 from patternflow.layout import chunk_key, end_of_stream_key, importance_key, manifest_key, quarantined_chunk_key
-from patternflow.parsing import parse_importance
+from patternflow.parsing import parse_importance, parse_transactions
 from patternflow.settings import PREFIXES, PipelineSettings
 from patternflow.sources import SourceOpener
 from patternflow.store import ObjectStore
@@ -151,6 +151,7 @@ def start_stream(store: ObjectStore, settings: PipelineSettings, open_source: So
     source = open_source(settings.transactions)
     data = source.read()
     chunked = ChunkedFile(data, settings.chunk_size)
+    parse_transactions(chunked.header, settings.transactions)  # an empty file or a wrong header stops it too
     manifest = StreamManifest(
         transactions=settings.transactions,
         importance=settings.importance,

@@ -62,6 +62,7 @@ def replay(
     outputs = LocalStore(out)
     Path(out).mkdir(parents=True, exist_ok=True)
     source = ChunkedFile(Path(transactions).read_bytes(), config.chunk_size)
+    parse_transactions(source.header, str(transactions))  # an empty file or a wrong header, even with no rows
     engine = open_engine(state, lambda: read_importance(importance, columns=WEIGHT_COLUMNS), config, clock)
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
@@ -70,7 +71,8 @@ def replay(
         # Chunk i + 1 is parsed on a second thread while chunk i is folded (pyarrow and DuckDB
         # release the GIL); a parse error still surfaces only when its chunk's turn comes.
         def parse(index: int) -> Future[pa.Table]:
-            return parser.submit(_parse_chunk, source.chunk(index).data, str(transactions), index * config.chunk_size)
+            chunk = source.chunk(index)
+            return parser.submit(_parse_chunk, chunk.data, chunk.rows, str(transactions), index * config.chunk_size)
 
         chunks = range(engine.chunks_folded, source.chunks)
         parsed = parse(chunks[0]) if chunks else None
@@ -96,10 +98,12 @@ def replay(
     return summary
 
 
-def _parse_chunk(data: bytes, source: str, rows_before: int) -> pa.Table:
-    """Parse one chunk of ``source``, reporting problems at their line in the whole file."""
+def _parse_chunk(data: bytes, rows: int, source: str, rows_before: int) -> pa.Table:
+    """Parse one chunk of ``source`` (``rows`` lines after its header), reporting problems at
+    their line in the whole file."""
     try:
-        return parse_transactions(data, source, two_threads=False, columns=FOLDED_COLUMNS)  # already beside the folds
+        # two_threads=False: it already runs beside the folds
+        return parse_transactions(data, source, two_threads=False, columns=FOLDED_COLUMNS, expected_rows=rows)
     except InputError as exc:
         shifted = [Problem(p.line + rows_before if p.line > 1 else p.line, p.field, p.message) for p in exc.problems]
         raise InputError(source, shifted) from None

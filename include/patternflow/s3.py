@@ -82,9 +82,15 @@ class S3Store:
         return found
 
     def delete(self, keys: list[str]) -> None:
+        """Delete ``keys``; ``PermissionError`` naming the keys S3 refused (DeleteObjects answers
+        a refusal, such as AccessDenied, per key in a successful response, not as an error)."""
+        refused = []
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
             batch = [{"Key": key} for key in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            refused += [f"{error.get('Key')} ({error.get('Code')})" for error in response.get("Errors", ())]
+        if refused:
+            raise PermissionError(f"s3://{self.bucket}: not deleted: {', '.join(refused)}")
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of an object."""

@@ -108,7 +108,7 @@ class PipelineSettings:
 
     @staticmethod
     def detection_config(variables: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> DetectionConfig:
-        """The pattern thresholds, from Variables ``patternflow_<name>`` or ``PATTERNFLOW_<NAME>``.
+        """The pattern thresholds, from the keys of Variable ``patternflow_settings`` or ``PATTERNFLOW_<NAME>``.
 
         The chunk size is the stream's (its manifest says it); the rest default to the contract.
         """

@@ -61,11 +61,15 @@ def test_the_detector_runs_continuously_behind_a_deferrable_s3_sensor(dagbag):
     assert sensor.deferrable
     assert sensor.poke_interval <= 1
     assert [t.task_id for t in sensor.downstream_list] == ["detect_patterns"]
+    form = dag.params
+    for name in ("bucket", "chunks_prefix", "reference_prefix", "state_prefix", "output_prefix", "quarantine_prefix"):
+        assert form[name] is None and form.get_param(name).description  # the same stream as the producer's form
 
 
 def test_the_reset_dag_runs_only_when_triggered(dagbag):
     dag = dagbag.dags["stream_reset"]
     assert dag.schedule is None
+    assert {"bucket", "chunks_prefix", "reference_prefix", "state_prefix", "output_prefix", "quarantine_prefix"} <= set(dag.params)
 
 
 def test_dag_files_do_no_io_and_no_heavy_imports_at_parse_time(tmp_path):

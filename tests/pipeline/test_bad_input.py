@@ -137,3 +137,76 @@ def test_a_chunk_uploaded_again_is_ignored_if_identical_and_kept_aside_if_not(sm
     assert len(store.list(settings.quarantine_prefix + "conflicts/")) == 2
     assert finish(store, settings) == files
     assert read_progress(store, settings).rows_folded == 60_000
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_run_that_dies_after_quarantining_a_chunk_but_before_its_commit_finds_the_chunk_again(
+    small_banksim, s3_client, bucket, monkeypatch
+):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    edit_chunk(store, settings, 1, bad_amount)
+    bad = store.get(chunk_key(settings, 1))
+
+    def dies(*args, **kwargs):
+        raise Crash
+
+    with monkeypatch.context() as patched:
+        patched.setattr("patternflow.detector.commit", dies)
+        with pytest.raises(Crash):
+            detect(store, settings, lively_config(CHUNK))
+    assert store.get(chunk_key(settings, 1)) == bad  # still where the next run expects it
+    crashed = finish(store, settings)
+    assert not store.exists(chunk_key(settings, 1)) and store.get(quarantined_chunk_key(settings, 1)) == bad
+
+    s3_client.create_bucket(Bucket=bucket + "-ref")
+    reference, ref_settings = stream(s3_client, bucket + "-ref", small_banksim)
+    edit_chunk(reference, ref_settings, 1, bad_amount)
+    assert crashed == finish(reference, ref_settings)
+    assert read_progress(store, settings).rows_folded == 55_000
+
+
+def test_a_run_that_dies_between_its_commit_and_the_removal_leaves_the_removal_to_the_next_run(
+    small_banksim, s3_client, bucket, monkeypatch
+):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    edit_chunk(store, settings, 1, bad_amount)
+
+    def dies(*args, **kwargs):
+        raise Crash
+
+    with monkeypatch.context() as patched:
+        patched.setattr("patternflow.detector._remove_originals", dies)
+        with pytest.raises(Crash):
+            detect(store, settings, lively_config(CHUNK))
+    assert store.exists(chunk_key(settings, 1)) and store.exists(quarantined_chunk_key(settings, 1))
+    report = detect(store, settings, lively_config(CHUNK))
+    assert report.conflicts == [] and not store.exists(chunk_key(settings, 1))
+    assert store.exists(chunk_key(settings, 0))  # good chunks stay
+
+
+def test_a_store_that_refuses_the_removal_keeps_the_stream_going(small_banksim, s3_client, bucket, monkeypatch, caplog):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    edit_chunk(store, settings, 1, bad_amount)
+
+    def refused(keys):
+        raise PermissionError("AccessDenied")
+
+    monkeypatch.setattr(store, "delete", refused)
+    files = finish(store, settings)
+    assert files and read_progress(store, settings).finished
+    assert "not removed from the chunks prefix" in caplog.text and store.exists(chunk_key(settings, 1))
+
+
+def test_blank_lines_a_chunk_ends_with_were_between_rows_of_the_source(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim)
+    edit_chunk(store, settings, 1, lambda lines: [*lines[:-2], "", ""])  # its last two rows blank, as cut from the source
+    finish(store, settings)
+    report = json.loads(store.get(quarantine_report_key(settings, 1)))
+    assert report["rows_read"] == CHUNK
+    assert report["problems"] == [
+        {"line": CHUNK, "field": None, "message": "blank line between rows"},
+        {"line": CHUNK + 1, "field": None, "message": "blank line between rows"},
+    ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from patternflow.launcher import LaunchError, LaunchOptions, Processes, export, find_project, port_free, start_s3, stop_group
+from patternflow.launcher import LaunchError, LaunchOptions, Processes, export, find_project, port_free, run, start_s3, stop_group
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 
@@ -119,3 +119,14 @@ def test_airflow_loads_the_projects_plugins_in_both_modes(tmp_path, distributed)
     env = airflow_environment(options, "http://127.0.0.1:5055")
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(project / "plugins")
     assert (project / "plugins" / "patternflow_dashboard.py").is_file()
+
+
+@pytest.mark.parametrize("placed", ["transactions.csv", "CustomerImportance.csv"])
+def test_a_data_folder_with_one_real_file_is_refused_not_overwritten(tmp_path, placed):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / placed).write_text("the user's own file\n")
+    options = LaunchOptions(data=data, output=tmp_path / "output", project=Path.cwd())
+    with pytest.raises(LaunchError, match=f"holds {placed} but no "):
+        run(options, io.StringIO())
+    assert (data / placed).read_text() == "the user's own file\n" and len(list(data.iterdir())) == 1

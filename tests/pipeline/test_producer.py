@@ -86,6 +86,16 @@ def test_an_empty_source_is_a_stream_of_no_chunks(stream, tmp_path):
     assert report.chunks == 0 and report.uploaded == [] and report.end_of_stream
 
 
+@pytest.mark.parametrize(("text", "expected"), [("", "line 1: the file is empty"), ("step;amount\n", "line 1, field 'step'")])
+def test_an_empty_source_or_a_wrong_header_stops_the_stream_before_any_chunk(stream, tmp_path, text, expected):
+    store, settings, opener = stream
+    bad = write(tmp_path / "transactions.csv", text)
+    settings = PipelineSettings(bucket=settings.bucket, transactions=str(bad), importance=settings.importance)
+    with pytest.raises(InputError, match=expected):
+        produce(store, settings, opener, T0, fast=True)
+    assert load_manifest(store, settings) is None and chunks_on(store, settings) == []
+
+
 def test_sources_can_be_on_s3(stream, small_banksim, s3_client):
     store, settings, opener = stream
     store.put("raw/transactions.csv", small_banksim.transactions.read_bytes())

@@ -78,3 +78,19 @@ def test_two_runs_racing_on_s3_commit_once(s3_client, bucket):
     first.commit(engine.snapshot(), config)
     with pytest.raises(StateConflict):
         second.commit(engine.snapshot(), config)
+
+
+def test_keys_that_s3_refuses_to_delete_are_an_error_naming_them(s3_client, bucket):
+    """DeleteObjects reports a refusal per key inside a successful response (moto only does so for
+    versions under object lock, which these deletes never name), so the answer is stubbed."""
+    from botocore.stub import Stubber
+
+    store = S3Store(s3_client, bucket)
+    with Stubber(s3_client) as stub:
+        stub.add_response(
+            "delete_objects",
+            {"Errors": [{"Key": "a/two.csv", "Code": "AccessDenied", "Message": "Access Denied"}]},
+            {"Bucket": bucket, "Delete": {"Objects": [{"Key": "a/one.csv"}, {"Key": "a/two.csv"}], "Quiet": True}},
+        )
+        with pytest.raises(PermissionError, match=r"not deleted: a/two.csv \(AccessDenied\)"):
+            store.delete(["a/one.csv", "a/two.csv"])

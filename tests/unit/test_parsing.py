@@ -239,6 +239,26 @@ def test_blank_line_between_rows():
     assert problem_of(csv(QUOTED, "", QUOTED)) == "input.csv, line 3: blank line between rows"
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n"], ids=["LF", "CRLF"])
+def test_blank_lines_that_end_a_chunk_were_rows_of_its_file(end: str):
+    """A file may end with blank lines; a chunk's last lines were counted among its file's rows."""
+    chunk = csv(QUOTED, QUOTED, "", "  ", end=end)
+    assert parse_transactions(chunk, "input.csv").num_rows == 2  # as a file: tolerated
+    result = check_csv(chunk, "input.csv", schema.TRANSACTIONS, expected_rows=4)
+    assert [(p.line, p.message) for p in result.problems] == [(4, "blank line between rows"), (5, "blank line between rows")]
+    assert (result.table.num_rows, result.rows_read) == (2, 4)
+    with pytest.raises(InputError, match="line 4: blank line between rows"):
+        parse_transactions(chunk, "input.csv", expected_rows=4)
+
+
+def test_a_chunk_with_fewer_rows_than_expected_but_no_blank_line_is_not_a_blank_line_problem():
+    assert check_csv(csv(QUOTED, QUOTED), "input.csv", schema.TRANSACTIONS, expected_rows=3).problems == []
+    assert check_csv(csv(QUOTED, QUOTED), "input.csv", schema.TRANSACTIONS, expected_rows=2).problems == []
+    header_only = check_csv(csv(""), "input.csv", schema.TRANSACTIONS, expected_rows=1)
+    assert [(p.line, p.message) for p in header_only.problems] == [(2, "blank line between rows")]
+    assert [p.line for p in check_csv(b"", "input.csv", schema.TRANSACTIONS, expected_rows=1).problems] == [1]  # empty file only
+
+
 def test_every_problem_is_listed_with_the_right_line_and_good_rows_are_kept():
     lines = [QUOTED, QUOTED + ",9", QUOTED, QUOTED.replace("4.55", "x"), QUOTED.replace("'M'", "'F'")]
     result = check_csv(csv(*lines), "input.csv", schema.TRANSACTIONS)

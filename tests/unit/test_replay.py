@@ -62,6 +62,31 @@ def test_bad_input_names_file_line_and_field(small_banksim, tmp_path, capsys):
     assert f"{bad}, line 12345, field '" in err
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", "line 1: the file is empty"), ("step;customer;amount\n", "line 1, field 'step': ")],
+    ids=["empty", "wrong header, no rows"],
+)
+def test_a_file_with_no_rows_still_has_its_header_checked(small_banksim, tmp_path, capsys, text, expected):
+    bad = tmp_path / "transactions.csv"
+    bad.write_text(text)
+    args = replay_args(small_banksim, tmp_path / "out")
+    args[2] = str(bad)
+    assert main(args) == 2
+    assert f"{bad}, {expected}" in capsys.readouterr().err
+
+
+def test_a_blank_line_where_a_chunk_ends_is_a_blank_line_between_rows(small_banksim, tmp_path, capsys):
+    lines = small_banksim.transactions.read_text().splitlines(keepends=True)
+    lines[2_000] = "\n"  # line 2,001 of the file: the last of chunk 0 (lines 2..2,001)
+    bad = tmp_path / "transactions.csv"
+    bad.write_text("".join(lines))
+    args = replay_args(small_banksim, tmp_path / "out", "--chunk-size", "2000")
+    args[2] = str(bad)
+    assert main(args) == 2
+    assert f"{bad}, line 2001: blank line between rows" in capsys.readouterr().err
+
+
 def test_missing_file_is_a_clear_error(small_banksim, tmp_path, capsys):
     args = replay_args(small_banksim, tmp_path / "out")
     args[4] = str(tmp_path / "nope.csv")

@@ -94,3 +94,22 @@ def from_columns(columns: Sequence[Values], schema: pa.Schema) -> pa.Table:
 def empty(schema: pa.Schema) -> pa.Table:
     """A table of ``schema`` with no rows."""
     return pa.Table.from_batches([], schema)
+
+
+def decimal_units(values: pa.ChunkedArray) -> np.ndarray | None:
+    """The unscaled integers of a decimal128 column without nulls (cents, for scale 2), when every
+    one fits in 64 bits; else None.
+
+    A decimal128 value is stored as a 16-byte little-endian integer: it fits in 64 bits exactly
+    when its high 8 bytes are the sign extension of its low 8, which are then read as they are.
+    """
+    parts = []
+    for chunk in values.chunks:
+        words = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[2 * chunk.offset : 2 * (chunk.offset + len(chunk))]
+        low, high = words[0::2], words[1::2]
+        if not np.array_equal(high, low >> 63):
+            return None
+        parts.append(low)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)

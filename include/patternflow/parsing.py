@@ -13,7 +13,9 @@ What is rejected, each problem naming the file, the 1-based line and the field:
 - a row with too few or too many fields (called a truncated last line when it is the last line
   and the file does not end with a newline), a blank line between rows;
 - an empty value; a step that is not a whole number; a fraud flag other than 0 or 1;
-- an amount or weight that is not a decimal number, or has non-zero digits past two decimals;
+- an amount or weight that is not a decimal number as Arrow reads it (``4.55``, ``.5``, ``1e3``),
+  or does not fit decimal128(12, 2) exactly: non-zero digits past two decimals, more than 10
+  digits before the point. Both paths judge every value alike, whatever else its file holds.
 - an id that does not look like one (a customer is C and digits, a merchant M and digits, as
   'C1093826151' and 'M348934600'), a gender other than F, M, E (enterprise) or U (unknown).
 
@@ -29,6 +31,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from functools import cache
 from pathlib import Path
 
@@ -44,10 +47,16 @@ _BOM = b"\xef\xbb\xbf"
 _MAX_SHOWN_VALUE = 40
 
 # One regular expression a kind of column; a value that does not match is a problem.
-_WHOLE_NUMBER = r"^[0-9]{1,9}$"
+# The fast path checks whole numbers and flags on their bytes (stringbytes), from the same limit.
+_WHOLE_NUMBER_DIGITS = 9
+_WHOLE_NUMBER = rf"^[0-9]{{1,{_WHOLE_NUMBER_DIGITS}}}$"
 _FLAG = r"^[01]$"
-_DECIMAL = r"^[+-]?[0-9]{1,10}(\.[0-9]*)?$"
-_AT_MOST_TWO_DECIMALS = r"^[^.]*$|\.[0-9]{0,2}0*$"
+# A decimal is what Arrow's decimal parser reads (both paths convert with it): an optional sign,
+# digits with an optional point, an optional exponent; exact in decimal128(12, 2), so at most two
+# non-zero decimals and at most 10 digits before the point. Most values are plain, and known to
+# convert without asking Arrow: 1 to 10 digits, then at most two decimals (and zeros).
+_DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_PLAIN_DECIMAL = r"^[+-]?[0-9]{1,10}(\.[0-9]{0,2}0*)?$"
 
 
 # Columns whose values follow a shape: (letter the id starts with, or None; allowed values, or None).
@@ -161,7 +170,7 @@ def _check_csv(data: bytes, source: str, target: pa.Schema, two_threads: bool, c
     if header_end < 0:
         return ParseResult(empty, [], 0)
 
-    fast = _parse_clean(data, end, target, two_threads, selection.converted)
+    fast = _parse_clean(data, end, target, two_threads, selection)
     if fast is not None:
         return ParseResult(fast.select(wanted), [], fast.num_rows)
 
@@ -205,7 +214,9 @@ class _Selection:
     wanted: tuple[str, ...]
     """The columns returned, in the file's order."""
     converted: pa.Schema
-    """The columns the fast path converts: those wanted, and those whose values it checks."""
+    """The columns the fast path reads: those wanted, and those whose values it checks. Decimals
+    as decimals; whole numbers and flags as text, checked with the slow path's rules, then
+    converted if wanted (pyarrow's integer parsing would also take ``0x10`` or ``-0``)."""
     empty: pa.Table
     """No rows, the wanted columns."""
 
@@ -220,7 +231,8 @@ def _selection(target: pa.Schema, names: tuple[str, ...] | None) -> _Selection:
             raise ValueError(f"no such column: {', '.join(unknown)}")
         wanted = [name for name in target.names if name in names]
     plain = {f.name for f in target if f.type == pa.string() and f.name not in _ID_PREFIX and f.name != "gender"}
-    converted = pa.schema([f for f in target if f.name in wanted or f.name not in plain])
+    read = [f for f in target if f.name in wanted or f.name not in plain]
+    converted = pa.schema([(f.name, f.type if pa.types.is_decimal(f.type) else pa.string()) for f in read])
     return _Selection(tuple(wanted), converted, columns.empty(pa.schema([target.field(name) for name in wanted])))
 
 
@@ -262,52 +274,58 @@ def _stripped_length(data: bytes) -> int:
     return end
 
 
-def _parse_clean(data: bytes, end: int, target: pa.Schema, two_threads: bool, converted: pa.Schema) -> pa.Table | None:
-    """The fast path for a well-formed file (``data[:end]``): typed parsing in one pass, or None
+def _parse_clean(data: bytes, end: int, target: pa.Schema, two_threads: bool, selection: _Selection) -> pa.Table | None:
+    """The fast path for a well-formed file (``data[:end]``): the wanted columns typed, or None
     to check in detail.
 
-    pyarrow converts the typed columns itself with single quotes as the quote character; any
-    conversion error, a row count other than the line count (a quoted line end), or anything the
-    byte scan cannot rule out sends the file to the slow path, which finds and names every problem.
-    Only the ``converted`` columns are converted (``_Selection``): the byte scan rules out empty
-    values, the only defect the other, plain text columns can have.
+    pyarrow splits the rows with single quotes as the quote character and converts the decimals;
+    the other columns to check or keep (``_Selection.converted``) come as text, checked on their
+    bytes and converted if wanted. Any Arrow error, a row count other than the line count (a
+    quoted line end), or anything the checks cannot rule out sends the file to the slow path,
+    which finds and names every problem. The byte scan rules out empty values, the only defect
+    the plain text columns that are not returned can have.
     """
-    second = _start_second_half(data, end, target, converted) if two_threads else None
+    second = _start_second_half(data, end, target, selection.converted) if two_threads else None
     try:
         if any(data.find(marker, 0, end) >= 0 for marker in _NOT_CLEAN):
             return None
         lines = _count_lines_if_plain(np.frombuffer(data, dtype=np.uint8, count=end), data.find(b"\r", 0, end) >= 0)
         if lines is None:
             return None
-        body = pa.py_buffer(data)[: second.start if second else end]
-        table = _read_typed(body, target, converted, skip_rows=1)
+        table = _read_fields(pa.py_buffer(data)[: second.start if second else end], target, selection.converted, skip_rows=1)
         if second:
             table = pa.concat_tables([table, second.rows.result()])
-    except pa.ArrowException:
+        if table.num_rows != lines:
+            return None
+        if not all(_has_its_shape(table.column(name), target.field(name)) for name in selection.converted.names):
+            return None
+        typed = selection.empty.schema
+        return pa.Table.from_arrays([_cast(table.column(f.name), f.type) for f in typed], schema=typed)
+    except pa.ArrowException:  # a row of the wrong width, a decimal with non-zero digits past two decimals
         return None
     finally:
         if second:
             wait([second.rows])  # the helper reads data: done with it before this call returns
-    if table.num_rows != lines:
-        return None
-    if not table.num_rows:
-        return table
-    for field in converted:
-        column = table.column(field.name)
-        if column.null_count:
-            return None
-        if field.name in _ID_PREFIX:
-            if not stringbytes.all_ids(column, _ID_PREFIX[field.name]):
-                return None
-        elif field.name == "gender":
-            letters = stringbytes.single_bytes(column)
-            if letters is None or not _GENDER_BYTES[letters].all():
-                return None
-        elif pa.types.is_integer(field.type):
-            low, high = pc.min_max(column).values()
-            if low.as_py() < 0 or (field.type == pa.int8() and high.as_py() > 1):
-                return None
-    return table
+
+
+def _has_its_shape(column: pa.ChunkedArray, field: pa.Field) -> bool:
+    """Whether every value of a column of a clean file has the shape its field requires."""
+    if column.null_count:
+        return False
+    if field.name in _ID_PREFIX:
+        return stringbytes.all_ids(column, _ID_PREFIX[field.name])
+    if field.name == "gender":
+        letters = stringbytes.single_bytes(column)
+        return letters is not None and bool(_GENDER_BYTES[letters].all())
+    if pa.types.is_decimal(field.type):  # converted by the reader as by the slow path, but for its precision
+        units = columns.decimal_units(column)
+        largest = 10**field.type.precision - 1
+        return units is not None and (not len(units) or (-largest <= units.min() and units.max() <= largest))
+    if field.type == pa.int8():
+        return stringbytes.all_flags(column)
+    if pa.types.is_integer(field.type):
+        return stringbytes.all_whole_numbers(column, _WHOLE_NUMBER_DIGITS)
+    return True
 
 
 @dataclass(frozen=True)
@@ -328,10 +346,10 @@ def _start_second_half(data: bytes, end: int, target: pa.Schema, converted: pa.S
     middle = data.find(b"\n", end // 2, end) + 1 if end >= _HALVES_MIN_BYTES else 0
     if not middle:
         return None
-    return _SecondHalf(middle, _second_thread().submit(_read_typed, pa.py_buffer(data)[middle:end], target, converted, 0))
+    return _SecondHalf(middle, _second_thread().submit(_read_fields, pa.py_buffer(data)[middle:end], target, converted, 0))
 
 
-def _read_typed(body: pa.Buffer, target: pa.Schema, converted: pa.Schema, skip_rows: int) -> pa.Table:
+def _read_fields(body: pa.Buffer, target: pa.Schema, converted: pa.Schema, skip_rows: int) -> pa.Table:
     """The ``converted`` columns of a CSV body with ``target``'s columns; pyarrow still splits
     every row into all of them, and fails on a row with too few or too many fields."""
     return pacsv.read_csv(
@@ -498,11 +516,38 @@ def _value_checks(column: pa.Array, field: pa.Field):
         yield ~_to_numpy(pc.is_in(column, pa.array(_GENDERS))), lambda v, t: f"unknown gender {_show(v)}, expected F, M, E or U"
     if pa.types.is_decimal(kind):
         yield _not_matching(column, _DECIMAL), lambda v, t: f"not a decimal number: {_show(v)}"
-        yield _not_matching(column, _AT_MOST_TWO_DECIMALS), lambda v, t: f"more than two decimals: {_show(v)}"
+        yield ~_converts_exactly(column, kind), lambda v, t: _inexact_decimal(v, kind)
     elif kind == pa.int8():
         yield _not_matching(column, _FLAG), lambda v, t: f"expected 0 or 1, found {_show(v)}"
     elif pa.types.is_integer(kind):
         yield _not_matching(column, _WHOLE_NUMBER), lambda v, t: f"not a whole number: {_show(v)}"
+
+
+def _converts_exactly(column: pa.Array, kind: pa.DataType) -> np.ndarray:
+    """Which values Arrow converts to ``kind`` without losing a digit; those that are not decimal
+    numbers at all count as converting here (another check names them)."""
+    exact = ~_not_matching(column, _PLAIN_DECIMAL) | _not_matching(column, _DECIMAL)
+    others = np.flatnonzero(~exact)  # exponents, leading zeros, more decimals: rare, unless a whole file is written so
+    try:
+        pc.cast(column.take(pa.array(others)), kind)
+    except pa.ArrowException:
+        pass
+    else:
+        return np.ones(len(column), dtype=bool)
+    for row in others:
+        try:
+            pc.cast(column[int(row) : int(row) + 1], kind)
+        except pa.ArrowException:
+            continue
+        exact[row] = True
+    return exact
+
+
+def _inexact_decimal(value: str, kind: pa.DataType) -> str:
+    number = Decimal(value)
+    if number != number.quantize(Decimal(1).scaleb(-kind.scale), rounding=ROUND_DOWN):
+        return f"more than {'two' if kind.scale == 2 else kind.scale} decimals: {_show(value)}"
+    return f"more than {kind.precision - kind.scale} digits before the point: {_show(value)}"
 
 
 def _looks_like_id(column: pa.Array | pa.ChunkedArray, letter: str) -> pa.Array:
@@ -519,7 +564,7 @@ def _to_numpy(mask: pa.Array) -> np.ndarray:
     return mask.to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
-def _cast(values: pa.Array, kind: pa.DataType) -> pa.Array:
+def _cast(values: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
     return values if kind == pa.string() else pc.cast(values, kind)
 
 

@@ -56,3 +56,27 @@ def single_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
             return None
         parts.append(data[offsets[0] : offsets[-1]])
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
+
+
+def _digit_mask(data: np.ndarray) -> np.ndarray:
+    return (data - _ZERO) <= 9  # digits are the bytes 48..57: less 48, wrapping around in uint8
+
+
+def all_whole_numbers(column: pa.Array | pa.ChunkedArray, max_digits: int) -> bool:
+    """Whether every value is 1 to ``max_digits`` ASCII digits (no sign, no nulls): the shape a
+    regular expression ``^[0-9]{1,max_digits}$`` accepts."""
+    if column.null_count:
+        return False
+    for offsets, data in _pieces(column):
+        if len(offsets) < 2:
+            continue
+        lengths = np.diff(offsets)
+        if lengths.min() < 1 or lengths.max() > max_digits or not _digit_mask(data[offsets[0] : offsets[-1]]).all():
+            return False
+    return True
+
+
+def all_flags(column: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether every value is exactly ``0`` or ``1`` (no nulls)."""
+    letters = single_bytes(column)
+    return letters is not None and bool(((letters == ord("0")) | (letters == ord("1"))).all())

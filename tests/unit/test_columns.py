@@ -106,3 +106,14 @@ def test_replay_and_detection_runs_never_import_pandas(small_banksim, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
+
+
+def test_decimal_units_are_the_unscaled_integers_when_they_fit_in_64_bits():
+    from decimal import Decimal
+
+    values = [Decimal("-4.55"), Decimal("0.00"), Decimal("92233720368547758.07")]
+    column = pa.chunked_array([pa.array(values[:1], pa.decimal128(38, 2)), pa.array(values[1:], pa.decimal128(38, 2)).slice(0)])
+    assert columns.decimal_units(column).tolist() == [-455, 0, 2**63 - 1]
+    assert columns.decimal_units(pa.chunked_array([pa.array([Decimal("92233720368547758.08")], pa.decimal128(38, 2))])) is None
+    assert columns.decimal_units(pa.chunked_array([pa.array(values, pa.decimal128(38, 2)).slice(1, 1)])).tolist() == [0]
+    assert columns.decimal_units(pa.chunked_array([], pa.decimal128(12, 2))).tolist() == []

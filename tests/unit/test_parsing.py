@@ -441,3 +441,55 @@ def test_the_columns_come_in_the_files_order():
 def test_an_unknown_column_is_refused():
     with pytest.raises(ValueError, match="no such column: nope"):
         parse_transactions(csv(QUOTED), "t.csv", columns=["customer", "nope"])
+
+
+_ODD_NUMBERS = ["0", "1", "007", "-0", "+5", "0x10", "1e3", "1E3", "5e-1", ".5", "5.", "+5.00", "-0.00", "4.5500", "4.555", "nan", "inf"]
+_ODD_NUMBERS += ["999999999", "1000000000", "1234567890.12", "12345678901", "00000000001", "1.2.3", "\u0663"]
+_ODD_NUMBERS += ["5.e1", "+.5", "-.5", "1E+2", "0.", "00.5", "1_000", "9999999999.99", "-9999999999.99", "99999999999.99"]
+_ODD_NUMBERS += ["1e10", "1e9", "0.001e3", "1.2345e2", "1.23456e2", "12.5e-1", "1e-3", "-1e3", "1e+", "e5"]
+
+
+def _careful_only(data: bytes, parse) -> object:
+    saved = parsing._parse_clean
+    parsing._parse_clean = lambda *args: None
+    try:
+        return _result(data, parse)
+    finally:
+        parsing._parse_clean = saved
+
+
+def _result(data: bytes, parse) -> object:
+    try:
+        return parse(data, "t.csv").to_pylist()
+    except InputError as exc:
+        return exc.problems
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(*[st.sampled_from(_ODD_NUMBERS)] * 3), min_size=1, max_size=4), st.sampled_from([1, 1 << 30]))
+def test_numbers_are_judged_alike_whichever_path_reads_them(rows, halves_from):
+    """A number the careful path rejects is rejected by the fast one too: otherwise whether a value
+    passes would depend on the rest of its chunk, and so on the chunk size."""
+    lines = [f"{step},'C1','4','M','28007','M2','28007','es_food',{amount},{fraud}" for step, amount, fraud in rows]
+    saved, parsing._HALVES_MIN_BYTES = parsing._HALVES_MIN_BYTES, halves_from
+    try:
+        for parse in (parse_transactions, lambda data, source: parse_transactions(data, source, columns=FOLDED)):
+            data = csv(*lines)
+            assert _result(data, parse) == _careful_only(data, parse)
+        weights = csv(*(f"'C1','M2',{amount},'es_food',{fraud}" for _, amount, fraud in rows), header=IMPORTANCE_HEADER)
+        assert _result(weights, parse_importance) == _careful_only(weights, parse_importance)
+    finally:
+        parsing._HALVES_MIN_BYTES = saved
+
+
+@pytest.mark.parametrize("quoting", ["'C1093826151'", '"C1093826151"'], ids=["fast path", "careful path"])
+def test_decimals_are_read_as_arrow_reads_them_and_whole_numbers_strictly(quoting: str):
+    row = QUOTED.replace("'C1093826151'", quoting)
+    amounts = {"1e3": Decimal("1000.00"), "5.e-1": Decimal("0.50"), "+.25": Decimal("0.25"), "000000000012.5": Decimal("12.50")}
+    for text, value in amounts.items():
+        assert parse_transactions(csv(row.replace("4.55", text)), "t.csv")["amount"].to_pylist() == [value]
+    assert problem_of(csv(row.replace("4.55", "1e-3"))).endswith("field 'amount': more than two decimals: '1e-3'")
+    assert problem_of(csv(row.replace("4.55", "12345678901"))).endswith("more than 10 digits before the point: '12345678901'")
+    assert problem_of(csv(row.replace("4.55", "1e"))).endswith("field 'amount': not a decimal number: '1e'")
+    for step in ("0x10", "-0", "+1", "1000000000"):
+        assert problem_of(csv(step + row[1:])).endswith(f"field 'step': not a whole number: '{step}'")

@@ -38,6 +38,21 @@ def test_single_bytes_only_when_every_value_is_one_byte(strings, cut, start):
         assert got is None
 
 
+numbers = st.lists(
+    st.one_of(st.from_regex(r"[+-]?[0-9]{0,12}", fullmatch=True), st.text(alphabet="0123456789.+-eEx \u0663", max_size=6)),
+    max_size=30,
+)
+
+
+@given(numbers, st.integers(0, 30), st.integers(0, 3), st.integers(1, 10))
+def test_the_number_shapes_are_the_slow_paths_regular_expressions(strings, cut, start, digits):
+    """The fast path's checks and the slow path's patterns (patternflow.parsing) accept the same values."""
+    column = chunked(strings, cut, start)
+    whole = rf"[0-9]{{1,{digits}}}"
+    assert stringbytes.all_whole_numbers(column, digits) == all(re.fullmatch(whole, s, re.ASCII) for s in strings)
+    assert stringbytes.all_flags(column) == all(s in ("0", "1") for s in strings)
+
+
 def test_nulls_are_neither_ids_nor_letters():
     column = pa.array(["C1", None], pa.string())
     assert not stringbytes.all_ids(column, "C")

@@ -81,10 +81,8 @@ class PairAggregates:
     def __init__(self, pairs: pa.Table, customers: int, merchants: int) -> None:
         self.size = pairs.num_rows
         self._columns = {name: _grown(columns.to_numpy(pairs.column(name)), max(16, self.size)) for name in PAIRS_SCHEMA.names}
-        # pair id of (customer, merchant), -1 for none: a dense matrix, since a stream has few
-        # merchants (BankSim: 50) and every lookup is then one vectorised index.
-        self._pair_of = np.full((max(16, customers), max(4, merchants)), -1, dtype=np.int32)
-        self._pair_of[self.live("customer"), self.live("merchant")] = np.arange(self.size, dtype=np.int32)
+        self._index = PairIndex(customers, merchants)
+        self._index.add(self.live("customer"), self.live("merchant"), np.arange(self.size, dtype=np.int32))
         self.merchants = merchants
         self.total = np.zeros(max(4, merchants), dtype=np.int64)
         self.clear_female = np.zeros_like(self.total)
@@ -115,20 +113,17 @@ class PairAggregates:
 
     def pair_ids(self, customers: np.ndarray, merchants: np.ndarray, customer_count: int, merchant_count: int) -> np.ndarray:
         """The pair id of each (customer, merchant) row; pairs met for the first time are added
-        with no transactions and no weight."""
+        with no transactions and no weight, in (customer, merchant) order."""
         self._reserve_ids(customer_count, merchant_count)
-        # flat indexes into the (customer, merchant) matrix: several times faster than a 2-d lookup
-        width = self._pair_of.shape[1]
-        key = customers.astype(np.int64) * width + merchants
-        pair_of = _flat(self._pair_of)
-        pairs = pair_of[key]
+        pairs = self._index.lookup(customers, merchants)
         missing = pairs < 0
         if missing.any():
-            new = np.unique(key[missing])
+            new = np.unique(_pair_keys(customers[missing], merchants[missing]))
             first = self.size
-            self._append((new // width).astype(np.int32), (new % width).astype(np.int32))
-            pair_of[new] = np.arange(first, self.size, dtype=np.int32)
-            pairs = pair_of[key]
+            new_customers, new_merchants = (new >> 32).astype(np.int32), (new & 0xFFFFFFFF).astype(np.int32)
+            self._append(new_customers, new_merchants)
+            self._index.add(new_customers, new_merchants, np.arange(first, self.size, dtype=np.int32))
+            pairs = self._index.lookup(customers, merchants)
         return pairs
 
     def add(self, pair: np.ndarray, n: np.ndarray, cents: np.ndarray, genders: np.ndarray) -> None:
@@ -214,11 +209,7 @@ class PairAggregates:
         return columns.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, PAIRS_SCHEMA)
 
     def _reserve_ids(self, customers: int, merchants: int) -> None:
-        rows, cols = self._pair_of.shape
-        if customers > rows or merchants > cols:
-            grown = np.full((max(rows, _capacity(customers)), max(cols, _capacity(merchants))), -1, dtype=np.int32)
-            grown[:rows, :cols] = self._pair_of
-            self._pair_of = grown
+        self._index.reserve(customers, merchants)
         if merchants > len(self.total):
             for name in ("total", "clear_female", "clear_male", "count_histogram"):
                 setattr(self, name, _grown(getattr(self, name), _capacity(merchants)))
@@ -233,6 +224,70 @@ class PairAggregates:
         self._columns["customer"][first : self.size] = customers
         self._columns["merchant"][first : self.size] = merchants
         self._columns["weight_rank"][first : self.size] = -1
+
+
+_DENSE_CELLS = 1 << 24
+"""Most (customer, merchant) cells a dense pair index holds (64 MB)."""
+
+
+class PairIndex:
+    """The pair id of each (customer, merchant), -1 for none.
+
+    A dense matrix while customers x merchants stays within ``_DENSE_CELLS``: a stream has few
+    merchants (BankSim: 50, ten times its customers still 2 M cells), and every lookup is then
+    one vectorised index. Beyond that, sorted 64-bit keys and a binary search, so that memory
+    follows the pairs met, not every possible pair.
+    """
+
+    def __init__(self, customers: int, merchants: int) -> None:
+        self._dense: np.ndarray | None = np.full((16, 16), -1, dtype=np.int32)
+        self._keys = np.empty(0, dtype=np.int64)  # sorted, when not dense
+        self._ids = np.empty(0, dtype=np.int32)
+        self.reserve(customers, merchants)
+
+    def reserve(self, customers: int, merchants: int) -> None:
+        """Room for ids below ``customers`` and ``merchants``."""
+        if self._dense is None:
+            return
+        rows, cols = self._dense.shape
+        if customers <= rows and merchants <= cols:
+            return
+        shape = (max(rows, _capacity(customers)), max(cols, _capacity(merchants)))
+        if shape[0] * shape[1] > _DENSE_CELLS:
+            customer, merchant = np.nonzero(self._dense >= 0)
+            ids = self._dense[customer, merchant]
+            self._dense = None
+            self.add(customer.astype(np.int32), merchant.astype(np.int32), ids)
+            return
+        grown = np.full(shape, -1, dtype=np.int32)
+        grown[:rows, :cols] = self._dense
+        self._dense = grown
+
+    def lookup(self, customers: np.ndarray, merchants: np.ndarray) -> np.ndarray:
+        if self._dense is not None:
+            # flat indexes into the matrix: several times faster than a 2-d lookup
+            return _flat(self._dense)[customers.astype(np.int64) * self._dense.shape[1] + merchants]
+        keys = _pair_keys(customers, merchants)
+        at = np.minimum(np.searchsorted(self._keys, keys), max(len(self._keys) - 1, 0))
+        if not len(self._keys):
+            return np.full(len(keys), -1, dtype=np.int32)
+        return np.where(self._keys[at] == keys, self._ids[at], -1).astype(np.int32)
+
+    def add(self, customers: np.ndarray, merchants: np.ndarray, ids: np.ndarray) -> None:
+        """New pairs (none already known)."""
+        if self._dense is not None:
+            self._dense[customers, merchants] = ids
+            return
+        keys = _pair_keys(customers, merchants)
+        order = np.argsort(keys)
+        at = np.searchsorted(self._keys, keys[order])
+        self._keys = np.insert(self._keys, at, keys[order])
+        self._ids = np.insert(self._ids, at, ids[order])
+
+
+def _pair_keys(customers: np.ndarray, merchants: np.ndarray) -> np.ndarray:
+    """One 64-bit key a pair, in (customer, merchant) order."""
+    return (customers.astype(np.int64) << 32) | merchants.astype(np.int64)
 
 
 def _order_statistic(count: int, quantile: Decimal, above: bool) -> int:

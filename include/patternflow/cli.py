@@ -24,10 +24,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from patternflow.config import DetectionConfig
-    from patternflow.replay import replay
+    from dataclasses import replace
 
-    config = DetectionConfig(chunk_size=args.chunk_size)
+    from patternflow.replay import replay
+    from patternflow.settings import PipelineSettings
+
+    # the thresholds as the pipeline reads them (PATTERNFLOW_<NAME>), the chunk size from the command line
+    config = replace(PipelineSettings.detection_config(), chunk_size=args.chunk_size)
     progress = _Progress(sys.stderr)
     summary = replay(
         args.transactions, args.importance, args.out, config, args.state, on_chunk=progress.update, commit_every=args.commit_every
@@ -126,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rows", type=_positive, default=banksim.ROWS, help=f"number of transactions (default {banksim.ROWS:,})")
     gen.set_defaults(handler=_generate)
 
-    rep = commands.add_parser("replay", help="run a whole transactions file through the engine and write the detection files")
+    rep = commands.add_parser(
+        "replay",
+        help="run a whole transactions file through the engine and write the detection files",
+        epilog="The pattern thresholds are read from PATTERNFLOW_<NAME> environment variables, as by the pipeline.",
+    )
     rep.add_argument("--transactions", required=True, help="transactions CSV")
     rep.add_argument("--importance", required=True, help="CustomerImportance CSV")
     rep.add_argument("--out", required=True, help="folder for detection_<i>.csv")

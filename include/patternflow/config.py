@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 
+MAX_THRESHOLD_DECIMALS = 18
+"""Decimals a decimal threshold may have: compared exactly with integer cents in DECIMAL(38, 18)."""
+
 
 @dataclass(frozen=True)
 class DetectionConfig:
@@ -41,6 +44,9 @@ class DetectionConfig:
         for name in ("upgrade_min_merchant_transactions", "child_min_transactions", "dei_min_female_customers"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        amount = self.child_max_average_amount
+        if not amount.is_finite() or -amount.as_tuple().exponent > MAX_THRESHOLD_DECIMALS:
+            raise ValueError(f"child_max_average_amount must be a number with at most {MAX_THRESHOLD_DECIMALS} decimals, got {amount}")
 
     def to_json(self) -> dict[str, int | str]:
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(self).items()}

@@ -47,6 +47,8 @@ _THRESHOLDS = (
 _GENDER_BITS = {"F": FEMALE, "M": MALE}
 _GENDER_BIT_OF_BYTE = np.full(256, OTHER_GENDER, dtype=np.uint8)
 _GENDER_BIT_OF_BYTE[[ord(g) for g in _GENDER_BITS]] = list(_GENDER_BITS.values())
+_AMOUNT_BOUND = Decimal(10) ** 10
+"""No amount, and so no average amount, reaches it in size (decimal128(12, 2))."""
 _NO_CUSTOMER = -1
 """The customer id of DEI-NEEDED detections, whose customerName is empty."""
 _CHUNK_SCHEMA = pa.schema([("pair", pa.int32()), ("cents", pa.int64()), ("gender", pa.uint8())])
@@ -164,11 +166,19 @@ class DetectionEngine:
 
     def _define_thresholds(self) -> None:
         """Each threshold as a macro (``child_min_transactions()``): a constant in the prepared
-        plans, where a DuckDB variable would make every execution bind the statement again."""
+        plans, where a DuckDB variable would make every execution bind the statement again.
+
+        A decimal keeps every one of its digits (DECIMAL(38, its decimals)). Averages of amounts
+        lie within +-10^10 (amounts fit DECIMAL(12, 2)), so a threshold beyond that compares
+        exactly as that bound does, and is given as that bound."""
         for name in _THRESHOLDS:
             value = getattr(self.config, name)
-            kind = "DECIMAL(18, 6)" if isinstance(value, Decimal) else "BIGINT"
-            self.con.execute(f"CREATE MACRO {name}() AS CAST('{value}' AS {kind})").fetchall()
+            if isinstance(value, Decimal):
+                value = min(max(value, -_AMOUNT_BOUND), _AMOUNT_BOUND)
+                kind = f"DECIMAL(38, {max(0, -value.as_tuple().exponent)})"
+            else:
+                kind = "BIGINT"
+            self.con.execute(f"CREATE MACRO {name}() AS CAST('{format(value, 'f')}' AS {kind})").fetchall()
 
     def _emitted_ids(self, emitted: pa.Table) -> pa.Table:
         if not emitted.num_rows:

@@ -8,6 +8,7 @@ run again with the same arguments resumes and ends with identical files.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,8 @@ from patternflow.parsing import parse_transactions, read_importance
 from patternflow.state import StateStore
 from patternflow.store import LocalStore
 from patternflow.stream import commit, open_engine, write_files
+
+_DETECTION_FILE = re.compile(r"detection_\d+\.csv")
 
 
 @dataclass
@@ -66,6 +69,8 @@ def replay(
     engine = open_engine(state, lambda: read_importance(importance, columns=WEIGHT_COLUMNS), config, clock)
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
+    if not engine.chunks_folded:  # a new stream: no file of an earlier replay into the same folder may stay beside its own
+        outputs.delete([path.name for path in Path(out).glob("detection_*.csv") if _DETECTION_FILE.fullmatch(path.name)])
     last_commit = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as parser:
         # Chunk i + 1 is parsed on a second thread while chunk i is folded (pyarrow and DuckDB

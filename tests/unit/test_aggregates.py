@@ -93,3 +93,43 @@ def test_upgrade_thresholds_follow_the_folds(ranks, chunks):
         resumed = PairAggregates(aggregates.to_table(), 12, 4).upgrade_thresholds(large, count_q, weight_q)
         assert resumed.p90_n.tolist() == found.p90_n.tolist() and resumed.w10_rank.tolist() == found.w10_rank.tolist()
         assert sorted(resumed.pairs.tolist()) == sorted(within_w10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=30), max_size=6),
+    st.integers(0, 40 * 40),
+)
+def test_the_pair_index_gives_the_same_ids_dense_or_sparse(chunks, dense_cells):
+    """Past its budget of cells the index turns sparse (memory follows the pairs met, not every
+    possible pair); the ids do not change."""
+    import patternflow.aggregates as aggregates
+
+    empty = pa.Table.from_pylist([], schema=PAIRS_SCHEMA)
+    ids = {}
+    for cells in (aggregates._DENSE_CELLS, dense_cells):
+        saved, aggregates._DENSE_CELLS = aggregates._DENSE_CELLS, cells
+        try:
+            state = PairAggregates(empty, 0, 0)
+            seen = []
+            for rows in chunks:
+                customers = np.array([c for c, _ in rows], dtype=np.int32)
+                merchants = np.array([m for _, m in rows], dtype=np.int32)
+                known = (int(customers.max(initial=-1)) + 1, int(merchants.max(initial=-1)) + 1)
+                seen.append(state.pair_ids(customers, merchants, *known).tolist())
+            ids[cells] = seen
+        finally:
+            aggregates._DENSE_CELLS = saved
+    assert ids[dense_cells] == ids[aggregates._DENSE_CELLS]
+    flat = [(c, m, i) for rows, got in zip(chunks, ids[dense_cells], strict=True) for (c, m), i in zip(rows, got, strict=True)]
+    assert len({(c, m) for c, m, _ in flat}) == len({i for _, _, i in flat})  # one id a pair
+    assert all(i1 == i2 for c1, m1, i1 in flat for c2, m2, i2 in flat if (c1, m1) == (c2, m2))
+
+
+def test_a_stream_of_many_merchants_keeps_a_sparse_index():
+    empty = pa.Table.from_pylist([], schema=PAIRS_SCHEMA)
+    state = PairAggregates(empty, 0, 0)
+    customers = np.arange(20_000, dtype=np.int32)
+    ids = state.pair_ids(customers, customers[::-1].copy(), 20_000, 20_000)  # 400 M possible pairs, 20,000 met
+    assert sorted(ids.tolist()) == list(range(20_000)) and state._index._dense is None
+    assert len(state._index._keys) == 20_000

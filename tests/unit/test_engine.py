@@ -138,6 +138,29 @@ def test_child_average_exactly_23_is_not_child(tmp_path):
     assert found == [("PatId2", "CHILD", "C2", "M1")]
 
 
+@pytest.mark.parametrize(
+    ("threshold", "amount", "child"),
+    [
+        ("23.0000001", "23.00", True),
+        ("23.0000000", "23.00", False),
+        ("0.0000001", "0.00", True),
+        ("0.000000000000000001", "0.00", True),
+        ("1000000000000", "99999999.99", True),
+        ("-1000000000000", "-99999999.99", False),
+        ("1E+2", "99.99", True),
+    ],
+)
+def test_a_configured_child_threshold_keeps_every_digit(tmp_path, threshold, amount, child):
+    config = DetectionConfig(chunk_size=10, child_min_transactions=1, child_max_average_amount=Decimal(threshold))
+    found = stream_detections([("C1", "M1", "F", amount)], [], config, tmp_path)
+    assert found == ([("PatId2", "CHILD", "C1", "M1")] if child else [])
+
+
+def test_a_child_threshold_with_more_decimals_than_can_be_compared_exactly_is_refused():
+    with pytest.raises(ValueError, match="at most 18 decimals"):
+        DetectionConfig(child_max_average_amount=Decimal("0.0000000000000000001"))
+
+
 def test_child_qualifying_once_is_emitted_once_and_kept(tmp_path):
     first = [("C1", "M1", "F", "10.00")] * 80
     later = [("C1", "M1", "F", "100.00")] * 80

@@ -122,3 +122,23 @@ def test_replay_killed_with_sigkill_resumes_to_identical_files(small_banksim, tm
     assert "replayed 120 chunks" in clean.stdout
     assert without_times(read_files(tmp_path / "out")) == without_times(read_files(tmp_path / "clean"))
     assert json.loads(current.read_text())["finished"] is True
+
+
+def test_a_new_replay_into_a_used_folder_leaves_no_file_of_the_earlier_one(small_banksim, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(replay_args(small_banksim, out, "--chunk-size", "2000")) == 0
+    first = read_files(out)
+    (out / "detection_999.csv").write_text("from an earlier, longer replay\n")
+    (out / "notes.txt").write_text("the user's own\n")
+    assert main(replay_args(small_banksim, out, "--chunk-size", "2000")) == 0
+    assert set(read_files(out)) == set(first) and (out / "notes.txt").exists()
+
+
+def test_replay_reads_the_thresholds_as_the_pipeline_does(small_banksim, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATTERNFLOW_CHILD_MIN_TRANSACTIONS", "1")
+    monkeypatch.setenv("PATTERNFLOW_CHILD_MAX_AVERAGE_AMOUNT", "1000000")
+    assert main(replay_args(small_banksim, tmp_path / "many", "--chunk-size", "20000")) == 0
+    monkeypatch.delenv("PATTERNFLOW_CHILD_MIN_TRANSACTIONS")
+    monkeypatch.delenv("PATTERNFLOW_CHILD_MAX_AVERAGE_AMOUNT")
+    assert main(replay_args(small_banksim, tmp_path / "default", "--chunk-size", "20000")) == 0
+    assert len(read_files(tmp_path / "many")) > 10 * len(read_files(tmp_path / "default"))

@@ -122,7 +122,7 @@ def detect(
         state, lambda: parse_importance(store.get(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS), config, clock
     )
     try:
-        folded_digests = _load_digests(store, settings)
+        folded_digests = FoldedDigests.load(store, settings)
         uploaded = store.digests(settings.chunks_prefix)
         report.conflicts = find_conflicts(store, settings, folded_digests, engine.chunks_folded, uploaded)
         finish_moves(store, settings, engine.chunks_folded, uploaded)
@@ -143,7 +143,8 @@ def detect(
             accepted = accept_chunk(store, settings, index, stored.data, manifest.chunk_rows(index))
             if accepted.quarantined:
                 moved.append(key)
-            folded_digests[str(index)] = hashlib.md5(stored.data).hexdigest()
+            folded_digests.md5[str(index)] = hashlib.md5(stored.data).hexdigest()
+            folded_digests.etag[str(index)] = stored.tag.strip('"')
             result = engine.fold(index, accepted.table, began=began)
             files = write_files(store, settings.output_prefix, result.files)
             metrics.append(
@@ -161,7 +162,7 @@ def detect(
                 chunk.committed_at = committed
             if metrics:
                 store.put(metrics_key(settings, metrics[0].index), json.dumps([asdict(m) for m in metrics]).encode())
-                store.put(digests_key(settings), json.dumps(folded_digests).encode())
+                store.put(digests_key(settings), folded_digests.to_bytes())
         _summarise(report, metrics, final_files)
     finally:
         engine.close()
@@ -169,11 +170,27 @@ def detect(
     return report
 
 
-def _load_digests(store: ObjectStore, settings: PipelineSettings) -> dict[str, str]:
-    try:
-        return json.loads(store.get(digests_key(settings)))
-    except (KeyError, ValueError):
-        return {}
+@dataclass
+class FoldedDigests:
+    """What each folded chunk's object was when folded (``state/chunk_digests.json``)."""
+
+    md5: dict[str, str] = field(default_factory=dict)
+    """Chunk index -> MD5 of the bytes folded."""
+    etag: dict[str, str] = field(default_factory=dict)
+    """Chunk index -> the object's ETag then: its MD5, except under SSE-KMS encryption or the like."""
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"md5": self.md5, "etag": self.etag}).encode()
+
+    @classmethod
+    def load(cls, store: ObjectStore, settings: PipelineSettings) -> FoldedDigests:
+        try:
+            data = json.loads(store.get(digests_key(settings)))
+        except (KeyError, ValueError):
+            return cls()
+        if "md5" not in data:  # written before ETags were kept: index -> MD5
+            return cls(md5=data)
+        return cls(md5=data["md5"], etag=data.get("etag", {}))
 
 
 def _folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_folded: int) -> dict[int, tuple[str, str]]:
@@ -188,31 +205,38 @@ def _folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_
 
 
 def find_conflicts(
-    store: ObjectStore, settings: PipelineSettings, folded: dict[str, str], chunks_folded: int, uploaded: dict[str, str]
+    store: ObjectStore, settings: PipelineSettings, folded: FoldedDigests, chunks_folded: int, uploaded: dict[str, str]
 ) -> list[int]:
     """Chunks already folded whose object now holds other bytes (``uploaded``: the chunks
-    prefix's key -> MD5, ``ObjectStore.digests``).
+    prefix's key -> ETag, ``ObjectStore.digests``).
 
-    The same bytes again (a re-run producer tick) are ignored. Other bytes are never folded a
-    second time: they are copied to the quarantine prefix with a report, once, and logged as an
-    error. Chunks folded before a crash that lost their digest are not checked.
+    The same bytes again (a re-run producer tick) are ignored: the ETag is the one seen when the
+    chunk was folded or the MD5 of its bytes then, or else the bytes are read and compared. Other
+    bytes are never folded a second time: they are copied to the quarantine prefix with a report,
+    once, and logged as an error. Chunks folded before a crash that lost their digest are not checked.
     """
     conflicts = []
-    for index, (key, digest) in sorted(_folded_chunks(settings, uploaded, chunks_folded).items()):
-        if folded.get(str(index), digest) == digest:
+    for index, (key, etag) in sorted(_folded_chunks(settings, uploaded, chunks_folded).items()):
+        was = folded.md5.get(str(index))
+        if was is None or etag in (was, folded.etag.get(str(index))):
+            continue
+        data = store.get(key)
+        digest = hashlib.md5(data).hexdigest()
+        if digest == was:  # the same bytes under another ETag
+            folded.etag[str(index)] = etag
             continue
         conflicts.append(index)
         report_key = conflict_key(settings, index, digest, "json")
         if store.exists(report_key):
             continue
-        store.put(conflict_key(settings, index, digest, "csv"), store.get(key))
-        report = {"chunk": index, "folded_md5": folded[str(index)], "uploaded_md5": digest, "action": "kept aside, not folded"}
+        store.put(conflict_key(settings, index, digest, "csv"), data)
+        report = {"chunk": index, "folded_md5": was, "uploaded_md5": digest, "action": "kept aside, not folded"}
         store.put(report_key, json.dumps(report, indent=1).encode())
         log.error(
             "CONFLICT: chunk %s was uploaded again with different bytes (md5 %s, folded as %s); not folded again, kept aside as s3://%s/%s",
             index,
             digest,
-            folded[str(index)],
+            was,
             settings.bucket,
             conflict_key(settings, index, digest, "csv"),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -210,3 +211,40 @@ def test_blank_lines_a_chunk_ends_with_were_between_rows_of_the_source(small_ban
         {"line": CHUNK, "field": None, "message": "blank line between rows"},
         {"line": CHUNK + 1, "field": None, "message": "blank line between rows"},
     ]
+
+
+class EtagsThatAreNotMd5s(S3Store):
+    """As S3 answers for objects under SSE-KMS encryption: ETags that are not the MD5 of the bytes
+    (here, a fresh one at every upload, as there)."""
+
+    def __init__(self, client, bucket):
+        super().__init__(client, bucket)
+        self.etags: dict[str, str] = {}
+
+    def put(self, key: str, data: bytes) -> None:
+        super().put(key, data)
+        self.etags[key] = f"kms{len(self.etags)}"
+
+    def fetch(self, key: str):
+        stored = super().fetch(key)
+        return type(stored)(stored.data, stored.written_at, self.etags.get(key, stored.tag))
+
+    def digests(self, prefix: str) -> dict[str, str]:
+        return {key: self.etags.get(key, etag) for key, etag in super().digests(prefix).items()}
+
+
+def test_etags_that_are_not_md5s_raise_no_false_conflict(small_banksim, s3_client, bucket):
+    settings = PipelineSettings(
+        bucket=bucket, transactions=str(small_banksim.transactions), importance=str(small_banksim.importance), chunk_size=CHUNK
+    )
+    store = EtagsThatAreNotMd5s(s3_client, bucket)
+    produce(store, settings, source_opener(lambda: s3_client), 0.0, fast=True)
+    files = finish(store, settings)
+    assert detect(store, settings, lively_config(CHUNK)).conflicts == []
+    store.put(chunk_key(settings, 2), store.get(chunk_key(settings, 2)))  # the same bytes: another ETag
+    assert detect(store, settings, lively_config(CHUNK)).conflicts == []
+    edit_chunk(store, settings, 3, lambda lines: [*lines[:5], *lines[6:]])
+    assert detect(store, settings, lively_config(CHUNK)).conflicts == [3]
+    report_key = next(k for k in store.list(settings.quarantine_prefix + "conflicts/") if k.endswith(".json"))
+    assert json.loads(store.get(report_key))["uploaded_md5"] == hashlib.md5(store.get(chunk_key(settings, 3))).hexdigest()
+    assert finish(store, settings) == files

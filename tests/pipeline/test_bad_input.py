@@ -144,20 +144,25 @@ class Crash(Exception):
     pass
 
 
+def detect_dying_at(target: str, store: S3Store, settings: PipelineSettings, monkeypatch) -> None:
+    """A detection run that dies when it calls ``target`` (a dotted name)."""
+
+    def dies(*args, **kwargs):
+        raise Crash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(target, dies)
+        with pytest.raises(Crash):
+            detect(store, settings, lively_config(CHUNK))
+
+
 def test_a_run_that_dies_after_quarantining_a_chunk_but_before_its_commit_finds_the_chunk_again(
     small_banksim, s3_client, bucket, monkeypatch
 ):
     store, settings = stream(s3_client, bucket, small_banksim)
     edit_chunk(store, settings, 1, bad_amount)
     bad = store.get(chunk_key(settings, 1))
-
-    def dies(*args, **kwargs):
-        raise Crash
-
-    with monkeypatch.context() as patched:
-        patched.setattr("patternflow.detector.commit", dies)
-        with pytest.raises(Crash):
-            detect(store, settings, lively_config(CHUNK))
+    detect_dying_at("patternflow.detector.commit", store, settings, monkeypatch)
     assert store.get(chunk_key(settings, 1)) == bad  # still where the next run expects it
     crashed = finish(store, settings)
     assert not store.exists(chunk_key(settings, 1)) and store.get(quarantined_chunk_key(settings, 1)) == bad
@@ -174,14 +179,7 @@ def test_a_run_that_dies_between_its_commit_and_the_removal_leaves_the_removal_t
 ):
     store, settings = stream(s3_client, bucket, small_banksim)
     edit_chunk(store, settings, 1, bad_amount)
-
-    def dies(*args, **kwargs):
-        raise Crash
-
-    with monkeypatch.context() as patched:
-        patched.setattr("patternflow.detector._remove_originals", dies)
-        with pytest.raises(Crash):
-            detect(store, settings, lively_config(CHUNK))
+    detect_dying_at("patternflow.detector._remove_originals", store, settings, monkeypatch)
     assert store.exists(chunk_key(settings, 1)) and store.exists(quarantined_chunk_key(settings, 1))
     report = detect(store, settings, lively_config(CHUNK))
     assert report.conflicts == [] and not store.exists(chunk_key(settings, 1))

@@ -125,7 +125,7 @@ def detect(
         folded_digests = FoldedDigests.load(store, settings)
         uploaded = store.digests(settings.chunks_prefix)
         report.conflicts = find_conflicts(store, settings, folded_digests, engine.chunks_folded, uploaded)
-        finish_moves(store, settings, engine.chunks_folded, uploaded)
+        finish_moves(store, settings, folded_digests, engine.chunks_folded, uploaded)
         if engine.finished:
             report.end_of_stream = True
             return report
@@ -155,14 +155,15 @@ def detect(
             final_files = write_files(store, settings.output_prefix, engine.finish())
             report.end_of_stream = True
         if metrics or report.end_of_stream:
+            if metrics:  # before the commit: the chunks it makes folded always have their digests
+                store.put(digests_key(settings), folded_digests.to_bytes())
             report.state_version = commit(state, engine)
-            _remove_originals(store, moved)
             committed = wall()
+            _remove_originals(store, moved)
             for chunk in metrics:
                 chunk.committed_at = committed
             if metrics:
                 store.put(metrics_key(settings, metrics[0].index), json.dumps([asdict(m) for m in metrics]).encode())
-                store.put(digests_key(settings), folded_digests.to_bytes())
         _summarise(report, metrics, final_files)
     finally:
         engine.close()
@@ -243,14 +244,24 @@ def find_conflicts(
     return sorted(conflicts)
 
 
-def finish_moves(store: ObjectStore, settings: PipelineSettings, chunks_folded: int, uploaded: dict[str, str]) -> None:
-    """Remove from the chunks prefix the folded chunks that were quarantined but are still there:
-    a run died between committing the state and removing them (``uploaded``: as in ``find_conflicts``)."""
+def finish_moves(
+    store: ObjectStore, settings: PipelineSettings, digests: FoldedDigests, chunks_folded: int, uploaded: dict[str, str]
+) -> None:
+    """Remove from the chunks prefix the folded chunks that were quarantined but are still there,
+    as they were folded: a run died between committing the state and removing them (``uploaded``:
+    as in ``find_conflicts``; other bytes uploaded since are a conflict, kept aside there)."""
     folded = _folded_chunks(settings, uploaded, chunks_folded)
     if not folded:
         return
     quarantined = set(store.list(settings.quarantine_prefix))
-    _remove_originals(store, [key for index, (key, _) in sorted(folded.items()) if quarantined_chunk_key(settings, index) in quarantined])
+    _remove_originals(
+        store,
+        [
+            key
+            for index, (key, etag) in sorted(folded.items())
+            if quarantined_chunk_key(settings, index) in quarantined and etag in (digests.md5.get(str(index)), digests.etag.get(str(index)))
+        ],
+    )
 
 
 def _remove_originals(store: ObjectStore, keys: list[str]) -> None:

@@ -65,7 +65,7 @@ def importance_table(rows: list[tuple]) -> pa.Table:
             "Target": [r[1] for r in rows],
             "Weight": pa.array([Decimal(str(r[2])) for r in rows], schema.MONEY),
             "typeTrans": ["es_food"] * len(rows),
-            "fraud": pa.array([0] * len(rows), pa.int8()),
+            "fraud": ["0"] * len(rows),
         },
         schema=schema.IMPORTANCE,
     )

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="write synthetic BankSim transactions.csv and CustomerImportance.csv")
     gen.add_argument("--out", required=True, help="folder to write the two files into")
-    gen.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default 0)")
+    gen.add_argument("--seed", type=_seed, default=0, help="random seed; the same seed gives the same bytes (default 0)")
     gen.add_argument("--rows", type=_positive, default=banksim.ROWS, help=f"number of transactions (default {banksim.ROWS:,})")
     gen.set_defaults(handler=_generate)
 
@@ -201,6 +201,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 4294967295, got {text}")
     return value
 
 

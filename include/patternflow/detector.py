@@ -154,21 +154,42 @@ def detect(
         if engine.chunks_folded == manifest.chunks and store.exists(end_of_stream_key(settings)):
             final_files = write_files(store, settings.output_prefix, engine.finish())
             report.end_of_stream = True
+        if final_files and metrics:
+            metrics[-1].files += final_files  # the last chunk's record lists the last file too
+        elif final_files:
+            _add_to_last_record(store, settings, final_files)  # the end-of-stream marker came after that chunk's run
         if metrics or report.end_of_stream:
-            if metrics:  # before the commit: the chunks it makes folded always have their digests
+            if metrics:  # before the commit too: the chunks it makes folded always have their digests and records
                 store.put(digests_key(settings), folded_digests.to_bytes())
+                _put_metrics(store, settings, metrics)
             report.state_version = commit(state, engine)
             committed = wall()
             _remove_originals(store, moved)
             for chunk in metrics:
                 chunk.committed_at = committed
             if metrics:
-                store.put(metrics_key(settings, metrics[0].index), json.dumps([asdict(m) for m in metrics]).encode())
-        _summarise(report, metrics, final_files)
+                _put_metrics(store, settings, metrics)
+        _summarise(report, metrics, [] if metrics else final_files)
     finally:
         engine.close()
     log.info("%s", report.describe())
     return report
+
+
+def _put_metrics(store: ObjectStore, settings: PipelineSettings, metrics: list[ChunkMetrics]) -> None:
+    """One record a run, named for its first chunk: a run redone from the same state replaces it."""
+    store.put(metrics_key(settings, metrics[0].index), json.dumps([asdict(m) for m in metrics]).encode())
+
+
+def _add_to_last_record(store: ObjectStore, settings: PipelineSettings, files: list[str]) -> None:
+    """Add ``files`` (the last, partial one) to the newest chunk's metrics record."""
+    keys = store.list(metrics_key(settings, 0).rsplit("/", 1)[0] + "/")
+    if not keys:
+        return
+    records = json.loads(store.get(keys[-1]))
+    if records:
+        records[-1]["files"] += [name for name in files if name not in records[-1]["files"]]
+        store.put(keys[-1], json.dumps(records).encode())
 
 
 @dataclass

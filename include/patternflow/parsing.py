@@ -5,7 +5,8 @@ What is tolerated (silently normalised):
   or not quoted at all, or CSV double quotes; whitespace around values;
 - a header whose names are wrapped in double (or single) quotes;
 - a UTF-8 byte-order mark, CRLF line ends, a missing newline after the last line, blank lines
-  at the end of the file; a file with a header and no rows (an empty table).
+  at the end of the file; a file with a header and no rows (an empty table);
+- any value in a column the schema marks ignored (CustomerImportance's fraud), kept as text.
 
 What is rejected, each problem naming the file, the 1-based line and the field:
 - an empty file, bytes that are not UTF-8, NUL bytes (binary data);
@@ -287,7 +288,8 @@ def _parse_clean(data: bytes, end: int, target: pa.Schema, two_threads: bool, se
     """
     second = _start_second_half(data, end, target, selection.converted) if two_threads else None
     try:
-        if any(data.find(marker, 0, end) >= 0 for marker in _NOT_CLEAN):
+        rows_start = data.find(b"\n", 0, end) + 1  # the header, checked on its own, may be quoted or spaced
+        if any(data.find(marker, rows_start, end) >= 0 for marker in _NOT_CLEAN):
             return None
         lines = _count_lines_if_plain(np.frombuffer(data, dtype=np.uint8, count=end), data.find(b"\r", 0, end) >= 0)
         if lines is None:
@@ -439,7 +441,7 @@ def _header_problem(line: str, expected: list[str]) -> Problem | None:
             detail += "; missing: " + ", ".join(missing)
         if extra:
             detail += "; unexpected: " + ", ".join(repr(n) for n in extra)
-        return Problem(1, missing[0] if missing else None, detail)
+        return Problem(1, missing[0] if missing else extra[0] if extra else None, detail)
     position = next(i for i, (got, want) in enumerate(zip(names, expected, strict=True)) if got != want)
     got, want = names[position], expected[position]
     if not missing and not extra:
@@ -461,8 +463,8 @@ def _read_strings(body: bytes, names: list[str], last_line: int, ends_with_newli
             field = names[row.actual_columns]
             detail = f"{row.actual_columns} fields, expected {row.expected_columns}: '{field}' and after are missing"
         else:
-            field = None
-            detail = f"{row.actual_columns} fields, expected {row.expected_columns}"
+            field = names[-1]
+            detail = f"{row.actual_columns} fields, expected {row.expected_columns}: extra values after '{field}'"
         if line == last_line and not ends_with_newline:
             detail = "truncated last line: " + detail
         problems.append(Problem(line, field, f"{detail} (row text: {_show(row.text)})"))
@@ -506,6 +508,8 @@ def _unquote(column: pa.ChunkedArray) -> pa.Array:
 
 def _value_checks(column: pa.Array, field: pa.Field):
     """Yield (mask of bad rows, message maker) pairs for one column, most basic check first."""
+    if schema.is_ignored(field):
+        return
     kind = field.type
     empty = _to_numpy(pc.equal(pc.utf8_length(column), 0))
     yield empty, lambda v, truncated: "empty value" + (" (truncated last line?)" if truncated else "")

@@ -25,12 +25,19 @@ TRANSACTIONS = pa.schema(
     ]
 )
 
+IGNORED = {b"patternflow": b"ignored"}
+"""Field metadata of a column that is read but never checked (any value, even empty, is kept as text)."""
+
 IMPORTANCE = pa.schema(
     [
         ("Source", pa.string()),
         ("Target", pa.string()),
         ("Weight", MONEY),
         ("typeTrans", pa.string()),
-        ("fraud", pa.int8()),
+        pa.field("fraud", pa.string(), metadata=IGNORED),  # the contract: "fraud is ignored"
     ]
 )
+
+
+def is_ignored(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(b"patternflow") == IGNORED[b"patternflow"]

@@ -144,6 +144,21 @@ class StateStore:
             return LoadedState(loaded, DetectionConfig.from_json(manifest["config"]), candidate, tuple(skipped))
         raise StateError(f"no intact state version under {self.prefix or 'the state root'}: damaged versions {skipped}")
 
+    def read_pending(self) -> pa.Table | None:
+        """The current version's detections waiting for their file, alone (for the progress page),
+        or None when there is no intact current version."""
+        version, manifest = self._read_current()
+        if version is None:
+            return None
+        entry = manifest["objects"]["pending"]
+        try:
+            data = self.store.get(entry["key"])
+        except KeyError:
+            return None
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            return None
+        return pq.ParquetFile(pa.BufferReader(data)).read()
+
     def _read(self, manifest: dict) -> EngineState:
         entries = [manifest["objects"][name] for name in _TABLES]
         tables = {}

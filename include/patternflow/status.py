@@ -62,8 +62,9 @@ def read_progress(store: ObjectStore, settings: PipelineSettings, count_uploads:
     if count_uploads:
         keys = set(store.list(settings.chunks_prefix)) | set(store.list(settings.quarantine_prefix))
         total = progress.chunks_total or 0
-        missing = (i for i in range(total) if chunk_key(settings, i) not in keys and quarantined_chunk_key(settings, i) not in keys)
-        progress.chunks_uploaded = next(missing, total)
+        progress.chunks_uploaded = sum(
+            1 for i in range(total) if chunk_key(settings, i) in keys or quarantined_chunk_key(settings, i) in keys
+        )
         progress.end_of_stream_marker = end_of_stream_key(settings) in keys
     return progress
 

@@ -8,21 +8,24 @@ Reads: the stream manifest and the state's ``CURRENT`` pointer (``status.read_pr
 listing of the chunks (uploaded count, end-of-stream marker), every per-chunk metrics record,
 a listing of the detection files and each file once to count its rows (later reads come from
 ``RowCounts``, keyed by the file's MD5, so a page refreshing every few seconds re-reads only
-files that changed), and the newest files again for the latest rows.
+files that changed), and, for the latest rows, the state's detections still waiting for their
+file (one small Parquet object) and the newest files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import statistics
 import time
 from dataclasses import dataclass, field
 
-from patternflow.detections import FILE_HEADER
+from patternflow.detections import FILE_HEADER, PENDING_SCHEMA
 from patternflow.layout import PATTERNS
 from patternflow.settings import PipelineSettings
+from patternflow.state import StateStore
 from patternflow.status import read_chunk_metrics, read_progress
 from patternflow.store import ObjectStore
 
@@ -54,7 +57,7 @@ def build_view(store: ObjectStore, settings: PipelineSettings, row_counts: RowCo
     row_counts = row_counts or RowCounts()
     progress = read_progress(store, settings, count_uploads=True)
     chunks = [_chunk(record) for record in read_chunk_metrics(store, settings)]
-    files, latest = _files(store, settings, row_counts)
+    files, latest = _files(store, settings, row_counts, _waiting(store, settings))
     in_files = sum(f["rows"] for f in files)
     by_pattern = {pattern: progress.detections_by_pattern.get(pattern, 0) for pattern in PATTERNS}
     return {
@@ -103,15 +106,28 @@ def _chunk(record: dict) -> dict:
     }
 
 
-def _files(store: ObjectStore, settings: PipelineSettings, row_counts: RowCounts) -> tuple[list[dict], list[dict]]:
-    """Each detection file with its row count, in file order, and the newest rows (newest first)."""
+def _waiting(store: ObjectStore, settings: PipelineSettings) -> list[list[str]]:
+    """The detections the state holds until their file has its 50 rows, as file rows."""
+    pending = StateStore(store, settings.state_prefix).read_pending()
+    if pending is None:
+        return []
+    return [list(row) for row in zip(*(pending.column(name).to_pylist() for name in PENDING_SCHEMA.names), strict=True)]
+
+
+def _files(
+    store: ObjectStore, settings: PipelineSettings, row_counts: RowCounts, waiting: list[list[str]]
+) -> tuple[list[dict], list[dict]]:
+    """Each detection file with its row count, in file order, and the newest rows (newest first):
+    those still ``waiting`` for their file (``file`` empty), then those of the newest files."""
     digests = store.digests(settings.output_prefix)
     keys = sorted((k for k in store.list(settings.output_prefix) if _FILE_NUMBER.search(k)), key=_file_number)
     files, rows_by_key = [], {}
     for key in keys:
         rows_by_key[key] = row_counts.rows(store, key, digests.get(key))
         files.append({"name": key[len(settings.output_prefix) :], "key": key, "rows": len(rows_by_key[key])})
-    latest: list[dict] = []
+    latest = [{"file": "", **dict(zip(FILE_HEADER, row, strict=True))} for row in reversed(waiting[-LATEST_ROWS:])]
+    if len(latest) == LATEST_ROWS:
+        return files, latest
     for key in reversed(keys):
         for row in reversed(rows_by_key[key]):
             latest.append({"file": key[len(settings.output_prefix) :], **dict(zip(FILE_HEADER, row, strict=False))})
@@ -126,13 +142,14 @@ def _file_number(key: str) -> int:
 
 
 def _summary(values: list[float]) -> dict | None:
-    """Min, median, 95th percentile (nearest rank) and max; None when there is no value."""
+    """Min, median, 95th percentile (nearest rank: the smallest value with 95% of the values at or
+    below it) and max; None when there is no value."""
     if not values:
         return None
     ordered = sorted(values)
     return {
         "min": ordered[0],
         "median": statistics.median(ordered),
-        "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "p95": ordered[math.ceil(0.95 * len(ordered)) - 1],
         "max": ordered[-1],
     }

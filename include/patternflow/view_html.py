@@ -11,6 +11,7 @@ from html import escape
 from importlib import resources
 
 from patternflow.charts import detections_chart, lag_chart
+from patternflow.detections import FILE_HEADER
 
 
 def stylesheet() -> str:
@@ -20,7 +21,14 @@ def stylesheet() -> str:
 def render_sections(view: dict) -> str:
     """The page's body: status, progress tiles, the two charts, latest detections, files, chunks."""
     return "\n".join(
-        (_heading(view), _tiles(view), _charts(view), _latest(view["latest_detections"]), _files(view), _chunks(view["chunks"]))
+        (
+            _heading(view),
+            _tiles(view),
+            _charts(view),
+            _latest(view["latest_detections"], view["progress"]["finished"]),
+            _files(view),
+            _chunks(view["chunks"]),
+        )
     )
 
 
@@ -84,11 +92,18 @@ def _charts(view: dict) -> str:
     )
 
 
-def _latest(rows: list[dict]) -> str:
-    columns = ("detectionTime", "patternId", "ActionType", "customerName", "MerchantId", "file")
+def _cell(row: dict, column: str) -> str:
+    if column == "file" and not row.get("file"):
+        return "(waiting for its file of 50)"
+    return str(row.get(column, ""))
+
+
+def _latest(rows: list[dict], finished: bool) -> str:
+    columns = (*FILE_HEADER, "file")
     head = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join("<tr data-latest>" + "".join(f"<td>{escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows)
-    empty = "" if rows else f'<tr><td colspan="{len(columns)}">no detection file yet</td></tr>'
+    body = "".join("<tr data-latest>" + "".join(f"<td>{escape(_cell(row, c))}</td>" for c in columns) + "</tr>" for row in rows)
+    none = "no detection: the stream is finished" if finished else "no detection yet"
+    empty = "" if rows else f'<tr><td colspan="{len(columns)}">{none}</td></tr>'
     return (
         '<section class="pf-panel" style="margin-bottom:16px"><h2>Latest detections</h2>'
         f'<div class="pf-scroll"><table><thead><tr>{head}</tr></thead>'

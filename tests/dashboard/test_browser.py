@@ -136,7 +136,7 @@ def test_the_page_shows_the_numbers_in_the_state(served):
     assert number(shown.figures["lag_max"][0]) == round(max(lags), 2)
     keys = sorted(store.list(settings.output_prefix), key=lambda key: int(key.rsplit("_", 1)[1][:-4]))
     newest = [row for key in keys for row in file_rows(store.get(key).decode())][::-1][:LATEST_ROWS]
-    assert shown.latest == [[row[1], *row[2:], file] for row, file in zip(newest, newest_files(store, settings, keys), strict=True)]
+    assert shown.latest == [[*row, file] for row, file in zip(newest, newest_files(store, settings, keys), strict=True)]
 
 
 def get(url: str, **headers: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from patternflow.detections import FILE_HEADER
@@ -51,10 +52,11 @@ def test_a_finished_stream_shows_what_its_state_holds(finished):
     for pattern in PATTERNS:  # every detection is counted once, in the chunk that made it
         assert sum(c["new_detections"][pattern] for c in view["chunks"]) == state.detections_by_pattern[pattern]
     written = [name for c in view["chunks"] for name in c["files"]]
-    assert written == sorted(set(written), key=lambda n: int(n[10:-4]))  # each file once, in order
+    assert written == sorted(on_s3, key=lambda n: int(n[10:-4]))  # each file once, in order, the last partial one too
     lags = sorted(c["lag_seconds"] for c in view["chunks"])
     assert view["lag_seconds"]["min"] == lags[0] and view["lag_seconds"]["max"] == lags[-1]
     assert view["lag_seconds"]["median"] == statistics.median(lags)
+    assert view["lag_seconds"]["p95"] == lags[math.ceil(0.95 * len(lags)) - 1]  # nearest rank
 
     newest = [row for name in sorted(on_s3, key=lambda n: int(n[10:-4])) for row in on_s3[name]][::-1][:LATEST_ROWS]
     shown = [[row[column] for column in FILE_HEADER] for row in view["latest_detections"]]
@@ -73,6 +75,25 @@ def test_a_running_stream_shows_the_chunks_still_waiting(running):
     in_files = sum(len(rows) for rows in files_on_s3(running).values())
     assert view["detections"]["in_files"] == in_files
     assert view["detections"]["pending"] == state.detections - in_files > 0  # not yet 50 for the next file
+    waiting = view["latest_detections"][: view["detections"]["pending"]]
+    assert waiting and all(row["file"] == "" for row in waiting)  # shown before they have their file
+    newest_in_files = [row for row in view["latest_detections"] if row["file"]]
+    assert all(row["file"] for row in view["latest_detections"][len(waiting) :]) and len(waiting) + len(newest_in_files) == min(
+        LATEST_ROWS, state.detections
+    )
+    assert "(waiting for its file of 50)" in render_sections(view) and "<th>YStartTime</th>" in render_sections(view)
+
+
+def test_chunks_uploaded_counts_every_chunk_on_s3_gaps_or_not(running):
+    from patternflow.layout import chunk_key
+
+    key = chunk_key(running.settings, 9)
+    data = running.store.get(key)
+    running.store.delete([key])
+    try:
+        assert build_view(running.store, running.settings)["progress"]["chunks_uploaded"] == 11
+    finally:
+        running.store.put(key, data)
 
 
 def test_a_bucket_without_a_stream_shows_an_empty_view(tmp_path):

@@ -14,7 +14,7 @@ from patternflow.producer import produce
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.sources import source_opener
-from patternflow.status import open_gap, read_progress
+from patternflow.status import open_gap, read_chunk_metrics, read_progress
 from tests.helpers import file_rows, lively_config
 
 CHUNK = 5_000
@@ -181,6 +181,8 @@ def test_a_run_that_dies_between_its_commit_and_the_removal_leaves_the_removal_t
     edit_chunk(store, settings, 1, bad_amount)
     detect_dying_at("patternflow.detector._remove_originals", store, settings, monkeypatch)
     assert store.exists(chunk_key(settings, 1)) and store.exists(quarantined_chunk_key(settings, 1))
+    committed = read_progress(store, settings).chunks_folded
+    assert [m["index"] for m in read_chunk_metrics(store, settings)] == list(range(committed))  # written before the commit
     report = detect(store, settings, lively_config(CHUNK))
     assert report.conflicts == [] and not store.exists(chunk_key(settings, 1))
     assert store.exists(chunk_key(settings, 0))  # good chunks stay

@@ -87,6 +87,8 @@ def test_runs_follow_the_producer_and_wait_for_the_end_marker(small_banksim, s3_
     progress = read_progress(store, settings, count_uploads=True)
     assert (progress.finished, progress.chunks_folded, progress.chunks_uploaded, progress.end_of_stream_marker) == (True, 12, 12, True)
     assert detect(store, settings, lively_config(CHUNK)).chunks == []
+    written = [name.rsplit("/", 1)[1] for record in read_chunk_metrics(store, settings) for name in record["files"]]
+    assert written == sorted(replayed, key=lambda n: int(n[10:-4]))  # the last file, written by a later run, is the last chunk's
 
 
 def test_every_chunk_gets_a_metrics_record(small_banksim, s3_client, bucket):

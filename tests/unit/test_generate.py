@@ -135,7 +135,7 @@ def test_importance_is_one_row_per_transaction_with_weight_equal_to_amount(full_
     assert importance["Target"].equals(transactions["merchant"])
     assert importance["Weight"].equals(transactions["amount"])
     assert importance["typeTrans"].equals(transactions["category"])
-    assert importance["fraud"].equals(transactions["fraud"])
+    assert importance["fraud"].to_pylist() == [str(f) for f in transactions["fraud"].to_pylist()]  # read as text: ignored
 
 
 def test_written_in_the_real_files_format(full_banksim):
@@ -176,3 +176,11 @@ def test_cli_generate(tmp_path, capsys):
 def test_cli_rejects_a_non_positive_row_count(tmp_path):
     with pytest.raises(SystemExit):
         main(["generate", "--out", str(tmp_path), "--rows", "0"])
+
+
+def test_a_negative_seed_is_a_usage_error(tmp_path, capsys):
+    from patternflow.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--out", str(tmp_path), "--seed", "-1", "--rows", "10"])
+    assert exited.value.code == 2 and "--seed: must be a whole number from 0" in capsys.readouterr().err

@@ -127,8 +127,8 @@ def test_importance_file_in_the_real_format():
     table = parse_importance(data, "i.csv")
     assert table.schema == schema.IMPORTANCE
     assert table.to_pylist() == [
-        {"Source": "C1093826151", "Target": "M348934600", "Weight": Decimal("4.55"), "typeTrans": "es_transportation", "fraud": 0},
-        {"Source": "C2", "Target": "M3", "Weight": Decimal("0.00"), "typeTrans": "es_food", "fraud": 1},
+        {"Source": "C1093826151", "Target": "M348934600", "Weight": Decimal("4.55"), "typeTrans": "es_transportation", "fraud": "0"},
+        {"Source": "C2", "Target": "M3", "Weight": Decimal("0.00"), "typeTrans": "es_food", "fraud": "1"},
     ]
 
 
@@ -176,7 +176,7 @@ def test_missing_header_column():
 
 def test_extra_header_column():
     message = problem_of(csv(QUOTED + ",1", header=HEADER + ",extra"))
-    assert message.startswith("input.csv, line 1: the header has 11 columns, expected 10")
+    assert message.startswith("input.csv, line 1, field 'extra': the header has 11 columns, expected 10")
     assert "unexpected: 'extra'" in message
 
 
@@ -199,7 +199,24 @@ def test_missing_field_in_a_row():
 
 
 def test_extra_field_in_a_row():
-    assert problem_of(csv(QUOTED, QUOTED + ",7")).startswith("input.csv, line 3: 11 fields, expected 10")
+    assert problem_of(csv(QUOTED, QUOTED + ",7")).startswith(
+        "input.csv, line 3, field 'fraud': 11 fields, expected 10: extra values after 'fraud'"
+    )
+
+
+def test_the_fraud_column_of_customer_importance_is_ignored():
+    for fraud in ("x", "0.0", "", "''"):
+        data = csv(f"'C1','M1',4.55,'es_food',{fraud}", f"'C2','M1',1.00,'es_food',{fraud}", header=IMPORTANCE_HEADER)
+        assert parse_importance(data, "i.csv", columns=["Source", "Target", "Weight"]).num_rows == 2
+        assert parse_importance(data, "i.csv")["fraud"].to_pylist() == [fraud.strip("'")] * 2
+
+
+def test_a_quoted_header_keeps_the_fast_path(monkeypatch):
+    quoted = ",".join(f'"{name}"' for name in HEADER.split(",")).replace('"customer"', ' "customer" ')
+    data = csv(QUOTED, UNQUOTED, header=quoted)
+    careful = []
+    monkeypatch.setattr(parsing, "_read_strings", lambda *args: careful.append(1) or pytest.fail("the careful path was taken"))
+    assert parse_transactions(data, "t.csv").num_rows == 2 and not careful
 
 
 def test_truncated_last_line():
@@ -262,11 +279,11 @@ def test_a_chunk_with_fewer_rows_than_expected_but_no_blank_line_is_not_a_blank_
 def test_every_problem_is_listed_with_the_right_line_and_good_rows_are_kept():
     lines = [QUOTED, QUOTED + ",9", QUOTED, QUOTED.replace("4.55", "x"), QUOTED.replace("'M'", "'F'")]
     result = check_csv(csv(*lines), "input.csv", schema.TRANSACTIONS)
-    assert [(p.line, p.field) for p in result.problems] == [(3, None), (5, "amount")]
+    assert [(p.line, p.field) for p in result.problems] == [(3, "fraud"), (5, "amount")]
     assert result.rows_read == 5
     assert result.table.num_rows == 3
     assert result.table["gender"].to_pylist() == ["M", "M", "F"]
-    with pytest.raises(InputError, match=r"line 3: 11 fields.*\(and 1 more problem\)"):
+    with pytest.raises(InputError, match=r"line 3, field .fraud.: 11 fields.*\(and 1 more problem\)"):
         result.table_or_raise("input.csv")
 
 

@@ -9,7 +9,8 @@ What is tolerated (silently normalised):
 - any value in a column the schema marks ignored (CustomerImportance's fraud), kept as text.
 
 What is rejected, each problem naming the file, the 1-based line and the field:
-- an empty file, bytes that are not UTF-8, NUL bytes (binary data);
+- an empty file, bytes that are not UTF-8, NUL bytes (binary data), a carriage return that does
+  not end a line with a line feed (CR LF);
 - a header that is not exactly the contract's column names in the contract's order;
 - a row with too few or too many fields (called a truncated last line when it is the last line
   and the file does not end with a newline), a blank line between rows;
@@ -159,7 +160,7 @@ def _check_csv(data: bytes, source: str, target: pa.Schema, two_threads: bool, c
     end = _stripped_length(data)
     if not end:
         return ParseResult(empty, [Problem(1, None, "the file is empty")], 0)
-    file_problem = _encoding_problem(data, end)
+    file_problem = _encoding_problem(data, end) or _line_end_problem(data, end)
     if file_problem:
         return ParseResult(empty, [file_problem], 0)
 
@@ -422,6 +423,18 @@ def _encoding_problem(data: bytes, end: int) -> Problem | None:
     return None
 
 
+def _line_end_problem(data: bytes, end: int) -> Problem | None:
+    """A carriage return that is not part of a CR LF line end in ``data[:end]``. The reader would
+    take it for a line end of its own, unlike the chunks' cutting, which counts LFs: rows would
+    move between chunks."""
+    if data.find(b"\r", 0, end) < 0 or data.count(b"\r", 0, end) == data.count(b"\r\n", 0, end):
+        return None
+    at = data.find(b"\r", 0, end)
+    while data[at + 1 : at + 2] == b"\n":
+        at = data.find(b"\r", at + 1, end)
+    return Problem(data.count(b"\n", 0, at) + 1, None, "a carriage return (CR) without a line feed: lines must end with LF or CR LF")
+
+
 def _strip_name(name: str) -> str:
     name = name.strip()
     if len(name) >= 2 and name[0] == name[-1] and name[0] in "\"'":
@@ -551,13 +564,14 @@ def _inexact_decimal(value: str, kind: pa.DataType) -> str:
     number = Decimal(value)
     if number != number.quantize(Decimal(1).scaleb(-kind.scale), rounding=ROUND_DOWN):
         return f"more than {'two' if kind.scale == 2 else kind.scale} decimals: {_show(value)}"
-    return f"more than {kind.precision - kind.scale} digits before the point: {_show(value)}"
+    if abs(number) >= Decimal(10) ** (kind.precision - kind.scale):
+        return f"more than {kind.precision - kind.scale} digits before the point: {_show(value)}"
+    return f"not a decimal number that fits {kind} exactly (too long an exponent?): {_show(value)}"
 
 
 def _looks_like_id(column: pa.Array | pa.ChunkedArray, letter: str) -> pa.Array:
-    """The letter, then one or more digits: cheaper than a regular expression on every chunk."""
-    digits = pc.utf8_is_digit(pc.utf8_slice_codeunits(column, 1))
-    return pc.fill_null(pc.and_(pc.starts_with(column, letter), digits), False)
+    """The letter, then one or more ASCII digits (as ``stringbytes.all_ids`` on the fast path)."""
+    return pc.fill_null(pc.match_substring_regex(column, f"^{letter}[0-9]+$"), False)
 
 
 def _not_matching(column: pa.Array, pattern: str) -> np.ndarray:

@@ -219,6 +219,19 @@ def test_a_quoted_header_keeps_the_fast_path(monkeypatch):
     assert parse_transactions(data, "t.csv").num_rows == 2 and not careful
 
 
+def test_a_carriage_return_without_a_line_feed_is_refused():
+    """pyarrow would take it for a line end, the chunks' cutting would not: rows would move between chunks."""
+    assert problem_of(f"{HEADER}\r\n{QUOTED}\r{QUOTED}\r\n".encode()).endswith(
+        "line 2: a carriage return (CR) without a line feed: lines must end with LF or CR LF"
+    )
+    assert parse_transactions(csv(QUOTED, QUOTED, end="\r\n"), "t.csv").num_rows == 2
+
+
+def test_ids_have_ascii_digits_on_either_path():
+    for quoting in ("'C\u0661\u0662'", '"C\u0661\u0662"', "'C\uff11'"):
+        assert "field 'customer': not an id (C and digits)" in problem_of(csv(QUOTED.replace("'C1093826151'", quoting)))
+
+
 def test_truncated_last_line():
     data = csv(QUOTED, QUOTED) + QUOTED[:25].encode()
     message = problem_of(data)

@@ -159,16 +159,15 @@ def detect(
         elif final_files:
             _add_to_last_record(store, settings, final_files)  # the end-of-stream marker came after that chunk's run
         if metrics or report.end_of_stream:
-            if metrics:  # before the commit too: the chunks it makes folded always have their digests and records
+            if metrics:  # before the commit: the chunks it makes folded always have their digests
                 store.put(digests_key(settings), folded_digests.to_bytes())
-                _put_metrics(store, settings, metrics)
             report.state_version = commit(state, engine)
             committed = wall()
-            _remove_originals(store, moved)
             for chunk in metrics:
                 chunk.committed_at = committed
             if metrics:
                 _put_metrics(store, settings, metrics)
+            _remove_originals(store, moved)
         _summarise(report, metrics, [] if metrics else final_files)
     finally:
         engine.close()

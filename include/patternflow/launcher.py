@@ -292,7 +292,8 @@ class _Display:
         if not progress.started:
             line = "waiting for the producer to start the stream ..."
         else:
-            lag = metrics[-1]["committed_at"] - metrics[-1]["uploaded_at"] if metrics else None
+            last = metrics[-1] if metrics else None
+            lag = (last.get("committed_at") or last["finished_at"]) - last["uploaded_at"] if last else None
             found = " ".join(f"{p}={n}" for p, n in progress.detections_by_pattern.items())
             line = (
                 f"chunks uploaded {progress.chunks_uploaded}/{progress.chunks_total}  "

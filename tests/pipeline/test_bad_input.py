@@ -182,7 +182,7 @@ def test_a_run_that_dies_between_its_commit_and_the_removal_leaves_the_removal_t
     detect_dying_at("patternflow.detector._remove_originals", store, settings, monkeypatch)
     assert store.exists(chunk_key(settings, 1)) and store.exists(quarantined_chunk_key(settings, 1))
     committed = read_progress(store, settings).chunks_folded
-    assert [m["index"] for m in read_chunk_metrics(store, settings)] == list(range(committed))  # written before the commit
+    assert [m["index"] for m in read_chunk_metrics(store, settings)] == list(range(committed))  # written right after the commit
     report = detect(store, settings, lively_config(CHUNK))
     assert report.conflicts == [] and not store.exists(chunk_key(settings, 1))
     assert store.exists(chunk_key(settings, 0))  # good chunks stay

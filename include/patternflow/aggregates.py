@@ -268,9 +268,9 @@ class PairIndex:
             # flat indexes into the matrix: several times faster than a 2-d lookup
             return _flat(self._dense)[customers.astype(np.int64) * self._dense.shape[1] + merchants]
         keys = _pair_keys(customers, merchants)
-        at = np.minimum(np.searchsorted(self._keys, keys), max(len(self._keys) - 1, 0))
         if not len(self._keys):
             return np.full(len(keys), -1, dtype=np.int32)
+        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         return np.where(self._keys[at] == keys, self._ids[at], -1).astype(np.int32)
 
     def add(self, customers: np.ndarray, merchants: np.ndarray, ids: np.ndarray) -> None:

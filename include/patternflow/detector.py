@@ -40,6 +40,7 @@ from patternflow.layout import (
     end_of_stream_key,
     importance_key,
     metrics_key,
+    metrics_prefix,
     quarantine_report_key,
     quarantined_chunk_key,
 )
@@ -123,9 +124,9 @@ def detect(
     )
     try:
         folded_digests = FoldedDigests.load(store, settings)
-        uploaded = store.digests(settings.chunks_prefix)
-        report.conflicts = find_conflicts(store, settings, folded_digests, engine.chunks_folded, uploaded)
-        finish_moves(store, settings, folded_digests, engine.chunks_folded, uploaded)
+        uploaded = _folded_chunks(settings, store.digests(settings.chunks_prefix), engine.chunks_folded)
+        report.conflicts = find_conflicts(store, settings, folded_digests, uploaded)
+        finish_moves(store, settings, folded_digests, uploaded)
         if engine.finished:
             report.end_of_stream = True
             return report
@@ -143,6 +144,7 @@ def detect(
             accepted = accept_chunk(store, settings, index, stored.data, manifest.chunk_rows(index))
             if accepted.quarantined:
                 moved.append(key)
+                folded_digests.quarantined.append(index)
             folded_digests.md5[str(index)] = hashlib.md5(stored.data).hexdigest()
             folded_digests.etag[str(index)] = stored.tag.strip('"')
             result = engine.fold(index, accepted.table, began=began)
@@ -182,7 +184,7 @@ def _put_metrics(store: ObjectStore, settings: PipelineSettings, metrics: list[C
 
 def _add_to_last_record(store: ObjectStore, settings: PipelineSettings, files: list[str]) -> None:
     """Add ``files`` (the last, partial one) to the newest chunk's metrics record."""
-    keys = store.list(metrics_key(settings, 0).rsplit("/", 1)[0] + "/")
+    keys = store.list(metrics_prefix(settings))
     if not keys:
         return
     records = json.loads(store.get(keys[-1]))
@@ -199,9 +201,11 @@ class FoldedDigests:
     """Chunk index -> MD5 of the bytes folded."""
     etag: dict[str, str] = field(default_factory=dict)
     """Chunk index -> the object's ETag then: its MD5, except under SSE-KMS encryption or the like."""
+    quarantined: list[int] = field(default_factory=list)
+    """Chunks moved to the quarantine prefix (folded as empty)."""
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"md5": self.md5, "etag": self.etag}).encode()
+        return json.dumps({"md5": self.md5, "etag": self.etag, "quarantined": self.quarantined}).encode()
 
     @classmethod
     def load(cls, store: ObjectStore, settings: PipelineSettings) -> FoldedDigests:
@@ -211,11 +215,12 @@ class FoldedDigests:
             return cls()
         if "md5" not in data:  # written before ETags were kept: index -> MD5
             return cls(md5=data)
-        return cls(md5=data["md5"], etag=data.get("etag", {}))
+        return cls(md5=data["md5"], etag=data.get("etag", {}), quarantined=data.get("quarantined", []))
 
 
 def _folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_folded: int) -> dict[int, tuple[str, str]]:
-    """The already folded chunks among ``uploaded`` (key -> digest): index -> (key, digest)."""
+    """The already folded chunks among ``uploaded`` (key -> ETag, ``ObjectStore.digests``):
+    index -> (key, ETag)."""
     pattern = re.compile(re.escape(settings.chunks_prefix) + r"chunk_(\d+)\.csv")
     folded = {}
     for key, digest in uploaded.items():
@@ -226,10 +231,9 @@ def _folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_
 
 
 def find_conflicts(
-    store: ObjectStore, settings: PipelineSettings, folded: FoldedDigests, chunks_folded: int, uploaded: dict[str, str]
+    store: ObjectStore, settings: PipelineSettings, folded: FoldedDigests, uploaded: dict[int, tuple[str, str]]
 ) -> list[int]:
-    """Chunks already folded whose object now holds other bytes (``uploaded``: the chunks
-    prefix's key -> ETag, ``ObjectStore.digests``).
+    """Chunks already folded whose object now holds other bytes (``uploaded``: ``_folded_chunks``).
 
     The same bytes again (a re-run producer tick) are ignored: the ETag is the one seen when the
     chunk was folded or the MD5 of its bytes then, or else the bytes are read and compared. Other
@@ -237,7 +241,7 @@ def find_conflicts(
     once, and logged as an error. Chunks folded before a crash that lost their digest are not checked.
     """
     conflicts = []
-    for index, (key, etag) in sorted(_folded_chunks(settings, uploaded, chunks_folded).items()):
+    for index, (key, etag) in sorted(uploaded.items()):
         was = folded.md5.get(str(index))
         if was is None or etag in (was, folded.etag.get(str(index))):
             continue
@@ -264,24 +268,17 @@ def find_conflicts(
     return sorted(conflicts)
 
 
-def finish_moves(
-    store: ObjectStore, settings: PipelineSettings, digests: FoldedDigests, chunks_folded: int, uploaded: dict[str, str]
-) -> None:
-    """Remove from the chunks prefix the folded chunks that were quarantined but are still there,
-    as they were folded: a run died between committing the state and removing them (``uploaded``:
-    as in ``find_conflicts``; other bytes uploaded since are a conflict, kept aside there)."""
-    folded = _folded_chunks(settings, uploaded, chunks_folded)
-    if not folded:
-        return
-    quarantined = set(store.list(settings.quarantine_prefix))
-    _remove_originals(
-        store,
-        [
-            key
-            for index, (key, etag) in sorted(folded.items())
-            if quarantined_chunk_key(settings, index) in quarantined and etag in (digests.md5.get(str(index)), digests.etag.get(str(index)))
-        ],
-    )
+def finish_moves(store: ObjectStore, settings: PipelineSettings, digests: FoldedDigests, uploaded: dict[int, tuple[str, str]]) -> None:
+    """Remove from the chunks prefix the quarantined chunks that are still there, as they were
+    folded: a run died between committing the state and removing them (``uploaded``:
+    ``_folded_chunks``; other bytes uploaded since are a conflict, kept aside there)."""
+    left = [
+        key
+        for index, (key, etag) in sorted(uploaded.items())
+        if index in digests.quarantined and etag in (digests.md5.get(str(index)), digests.etag.get(str(index)))
+    ]
+    if left:
+        _remove_originals(store, left)
 
 
 def _remove_originals(store: ObjectStore, keys: list[str]) -> None:

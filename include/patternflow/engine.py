@@ -333,14 +333,12 @@ def _union(first: np.ndarray, second: np.ndarray, size: int) -> np.ndarray:
 
 
 def _cents(amounts: pa.ChunkedArray) -> np.ndarray:
-    """Amounts (two decimals at most) as exact integer cents.
-
-    A ``decimal128(p, 2)`` value is stored as its unscaled integer, i.e. its cents, in 16
-    little-endian bytes; amounts under 10^18 cents fit in the low 8, which are read as they are.
-    """
-    if pa.types.is_decimal128(amounts.type) and amounts.type.scale == 2 and amounts.type.precision <= 18 and not amounts.null_count:
-        parts = [np.frombuffer(a.buffers()[1], dtype=np.int64)[2 * a.offset : 2 * (a.offset + len(a)) : 2] for a in amounts.chunks]
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    """Amounts (two decimals at most) as exact integer cents: a ``decimal128(p, 2)`` value's
+    unscaled integer (``columns.decimal_units``), else converted by Arrow."""
+    if pa.types.is_decimal128(amounts.type) and amounts.type.scale == 2 and not amounts.null_count:
+        cents = columns.decimal_units(amounts)
+        if cents is not None:
+            return cents
     return pc.cast(pc.multiply(amounts, pa.scalar(100)), pa.int64()).to_numpy()
 
 

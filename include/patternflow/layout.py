@@ -36,8 +36,12 @@ def current_state_key(settings: PipelineSettings) -> str:
     return f"{settings.state_prefix}CURRENT"
 
 
+def metrics_prefix(settings: PipelineSettings) -> str:
+    return f"{settings.state_prefix}metrics/"
+
+
 def metrics_key(settings: PipelineSettings, first_chunk: int) -> str:
-    return f"{settings.state_prefix}metrics/run_{first_chunk:08d}.json"
+    return f"{metrics_prefix(settings)}run_{first_chunk:08d}.json"
 
 
 def quarantined_chunk_key(settings: PipelineSettings, index: int) -> str:

@@ -152,20 +152,15 @@ class StateStore:
             return None
         entry = manifest["objects"]["pending"]
         try:
-            data = self.store.get(entry["key"])
-        except KeyError:
+            return _table(entry, self.store.get(entry["key"]))
+        except (KeyError, _ChecksumMismatch):
             return None
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            return None
-        return pq.ParquetFile(pa.BufferReader(data)).read()
 
     def _read(self, manifest: dict) -> EngineState:
         entries = [manifest["objects"][name] for name in _TABLES]
         tables = {}
         for name, entry, data in zip(_TABLES, entries, _in_parallel(self.store.get, [e["key"] for e in entries]), strict=True):
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise _ChecksumMismatch(f"{entry['key']}: checksum mismatch")
-            tables[name] = pq.ParquetFile(pa.BufferReader(data)).read()  # read_table would import pandas (columns.py)
+            tables[name] = _table(entry, data)
         return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS})
 
     def commit(self, state: EngineState, config: DetectionConfig) -> int:
@@ -216,6 +211,13 @@ def _in_parallel(function: Callable[[_Item], _Result], items: list[_Item]) -> li
     written as one round trip to S3 instead of one each."""
     with ThreadPoolExecutor(max_workers=len(items) or 1) as pool:
         return list(pool.map(function, items))
+
+
+def _table(entry: dict, data: bytes) -> pa.Table:
+    """A state object's table, its bytes checked against the manifest's SHA-256 (``entry``)."""
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise _ChecksumMismatch(f"{entry['key']}: checksum mismatch")
+    return pq.ParquetFile(pa.BufferReader(data)).read()  # read_table would import pandas (columns.py)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

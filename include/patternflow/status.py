@@ -10,7 +10,15 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-from patternflow.layout import PATTERNS, chunk_key, current_state_key, end_of_stream_key, manifest_key, quarantined_chunk_key
+from patternflow.layout import (
+    PATTERNS,
+    chunk_key,
+    current_state_key,
+    end_of_stream_key,
+    manifest_key,
+    metrics_prefix,
+    quarantined_chunk_key,
+)
 from patternflow.settings import PipelineSettings
 from patternflow.store import ObjectStore
 
@@ -72,7 +80,7 @@ def read_progress(store: ObjectStore, settings: PipelineSettings, count_uploads:
 def read_chunk_metrics(store: ObjectStore, settings: PipelineSettings) -> list[dict]:
     """Every chunk's metrics record, in chunk order (a redone run's records replace the old ones)."""
     by_chunk: dict[int, dict] = {}
-    for key in store.list(f"{settings.state_prefix}metrics/"):
+    for key in store.list(metrics_prefix(settings)):
         for record in json.loads(store.get(key)):
             by_chunk[record["index"]] = record
     return [by_chunk[i] for i in sorted(by_chunk)]

@@ -25,7 +25,9 @@ OWNER = "patternflow"
 TAGS = ["patternflow", "banksim", "s3"]
 DEFAULT_ARGS = {
     "owner": OWNER,
-    "retries": 3,
+    # 2 s doubling to at most 30 s (Airflow adds up to as much again): about a minute of waits
+    # in all, so that a task outlives an S3 outage of half a minute.
+    "retries": 5,
     "retry_delay": timedelta(seconds=2),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(seconds=30),

@@ -62,8 +62,9 @@ defaults (30 s, 300 s, 300 s) would only make the test wait longer."""
 
 TRY_LOG = re.compile(r"attempt=(\d+)\.log")
 RETURNED, FAILED = "Done. Returned value was:", "Task failed with exception"
-S3_GONE = ("EndpointConnectionError", "ConnectionClosedError")
-"""botocore's errors for an endpoint that refuses or cuts the connection."""
+S3_GONE = ("EndpointConnectionError", "ConnectionClosedError", "ResponseStreamingError")
+"""botocore's errors for an endpoint that refuses or cuts the connection (before or while a
+response is read)."""
 
 pytestmark = pytest.mark.slow
 

@@ -29,8 +29,10 @@ def _replay(args: argparse.Namespace) -> int:
     from patternflow.replay import replay
     from patternflow.settings import PipelineSettings
 
-    # the thresholds as the pipeline reads them (PATTERNFLOW_<NAME>), the chunk size from the command line
-    config = replace(PipelineSettings.detection_config(), chunk_size=args.chunk_size)
+    # the settings as the pipeline reads them (PATTERNFLOW_<NAME>), unless --chunk-size says otherwise
+    config = PipelineSettings.detection_config(with_chunk_size=True)
+    if args.chunk_size is not None:
+        config = replace(config, chunk_size=args.chunk_size)
     progress = _Progress(sys.stderr)
     summary = replay(
         args.transactions, args.importance, args.out, config, args.state, on_chunk=progress.update, commit_every=args.commit_every
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--transactions", required=True, help="transactions CSV")
     rep.add_argument("--importance", required=True, help="CustomerImportance CSV")
     rep.add_argument("--out", required=True, help="folder for detection_<i>.csv")
-    rep.add_argument("--chunk-size", type=_positive, default=10_000, help="rows per chunk (default 10,000)")
+    rep.add_argument("--chunk-size", type=_positive, help="rows per chunk (default: PATTERNFLOW_CHUNK_SIZE or 10,000)")
     rep.add_argument("--state", help="keep the state in this folder: a replay run again resumes where it stopped")
     rep.add_argument(
         "--commit-every",

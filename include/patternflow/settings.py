@@ -107,17 +107,21 @@ class PipelineSettings:
         return asdict(self)
 
     @staticmethod
-    def detection_config(variables: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> DetectionConfig:
+    def detection_config(
+        variables: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None, *, with_chunk_size: bool = False
+    ) -> DetectionConfig:
         """The pattern thresholds, from the keys of Variable ``patternflow_settings`` or ``PATTERNFLOW_<NAME>``.
 
-        The chunk size is the stream's (its manifest says it); the rest default to the contract.
+        In the pipeline the chunk size is the stream's (its manifest says it); ``with_chunk_size``
+        reads it from the same places too, for a stream cut here (``patternflow replay``). The rest
+        default to the contract.
         """
         environ = os.environ if environ is None else environ
         _check_keys(variables or {})
         values = {}
         for field in fields(DetectionConfig):
             origin, raw = _lookup(field.name, {}, variables or {}, environ)
-            if origin is not None and field.name != "chunk_size":
+            if origin is not None and (with_chunk_size or field.name != "chunk_size"):
                 values[field.name] = (origin, raw, field.type)
         try:
             return DetectionConfig(**{name: _convert(raw, kind) for name, (_, raw, kind) in values.items()})

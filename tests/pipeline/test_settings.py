@@ -74,5 +74,7 @@ def test_detection_thresholds_come_from_variables_and_environment():
     assert config.child_min_transactions == 5
     assert config.child_max_average_amount == Decimal("12.5")
     assert config.chunk_size == 10_000  # a stream's chunk size is in its manifest, not here
+    environ = {"PATTERNFLOW_CHUNK_SIZE": "7"}
+    assert PipelineSettings.detection_config(variables(), environ, with_chunk_size=True).chunk_size == 7  # a stream cut here
     with pytest.raises(SettingsError, match="detection settings"):
         PipelineSettings.detection_config(variables(), {"PATTERNFLOW_UPGRADE_COUNT_QUANTILE": "1.5"})

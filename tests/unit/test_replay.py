@@ -134,6 +134,17 @@ def test_a_new_replay_into_a_used_folder_leaves_no_file_of_the_earlier_one(small
     assert set(read_files(out)) == set(first) and (out / "notes.txt").exists()
 
 
+def test_replay_takes_the_chunk_size_from_the_command_line_then_the_environment(small_banksim, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATTERNFLOW_CHUNK_SIZE", "7000")
+    assert main(replay_args(small_banksim, tmp_path / "environment")) == 0
+    assert "replayed 9 chunks" in capsys.readouterr().out  # 60,000 rows
+    assert main(replay_args(small_banksim, tmp_path / "command", "--chunk-size", "20000")) == 0
+    assert "replayed 3 chunks" in capsys.readouterr().out
+    monkeypatch.delenv("PATTERNFLOW_CHUNK_SIZE")
+    assert main(replay_args(small_banksim, tmp_path / "default")) == 0
+    assert "replayed 6 chunks" in capsys.readouterr().out
+
+
 def test_replay_reads_the_thresholds_as_the_pipeline_does(small_banksim, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATTERNFLOW_CHILD_MIN_TRANSACTIONS", "1")
     monkeypatch.setenv("PATTERNFLOW_CHILD_MAX_AVERAGE_AMOUNT", "1000000")

@@ -100,6 +100,36 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s3_server(args: argparse.Namespace) -> int:
+    import threading
+
+    from moto.server import ThreadedMotoServer
+
+    from patternflow.launcher import ACCESS_KEY, SECRET_KEY, LaunchError, port_free
+    from patternflow.s3 import endpoint_client
+    from patternflow.settings import PipelineSettings
+
+    settings = PipelineSettings.resolve({"bucket": args.bucket})
+    if not port_free(args.port):
+        raise LaunchError(f"port {args.port} on 127.0.0.1 is already in use; stop what uses it or pick another with --port")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{args.port}"
+        endpoint_client(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY).create_bucket(Bucket=settings.bucket)
+        print(
+            f"S3 on {endpoint} with the bucket s3://{settings.bucket}, any credentials accepted; it keeps everything in memory, "
+            "until it stops (Ctrl-C)",
+            flush=True,
+        )
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 class _Progress:
     """A one-line progress bar on a terminal; silent when output is not a terminal."""
 
@@ -188,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--bucket", help="bucket (default: PATTERNFLOW_BUCKET or patternflow)")
     reset.set_defaults(handler=_reset)
 
+    s3 = commands.add_parser(
+        "s3-server", help="an S3 server on 127.0.0.1 with the bucket in it, in memory, for airflow dags test and the like"
+    )
+    s3.add_argument("--port", type=_positive, default=5055, help="port on 127.0.0.1 (default 5055, make run's)")
+    s3.add_argument("--bucket", help="bucket to create (default: PATTERNFLOW_BUCKET or patternflow)")
+    s3.set_defaults(handler=_s3_server)
+
     report = commands.add_parser(
         "report", help="write a stream's progress, lag and detections (the UI page's figures and plots) to a standalone HTML file"
     )
@@ -219,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (PatternflowError, OSError) as exc:
         print(f"patternflow {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not type(exc).__module__.startswith("botocore."):  # (botocore is not imported just to name its errors)
+            raise
+        print(f"patternflow {args.command}: S3: {exc}", file=sys.stderr)  # no credentials, no such bucket, refused...
         return 2
 
 

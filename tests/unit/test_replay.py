@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -153,3 +154,14 @@ def test_replay_reads_the_thresholds_as_the_pipeline_does(small_banksim, tmp_pat
     monkeypatch.delenv("PATTERNFLOW_CHILD_MAX_AVERAGE_AMOUNT")
     assert main(replay_args(small_banksim, tmp_path / "default", "--chunk-size", "20000")) == 0
     assert len(read_files(tmp_path / "many")) > 10 * len(read_files(tmp_path / "default"))
+
+
+def test_replay_files_get_the_mode_of_any_new_file(small_banksim, tmp_path, capsys):
+    """Written to a private temporary file and renamed, they still end up as ``open`` makes files."""
+    umask = os.umask(0o022)
+    try:
+        assert main(replay_args(small_banksim, tmp_path / "out", "--chunk-size", "2000")) == 0
+    finally:
+        os.umask(umask)
+    files = sorted((tmp_path / "out").glob("detection_*.csv"))
+    assert files and {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o644}

@@ -1,0 +1,59 @@
+"""The console command's S3 side: the embedded server on its own, and S3 errors as messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from patternflow.cli import main
+from patternflow.s3 import endpoint_client
+from tests.helpers import free_port
+
+
+def test_s3_server_holds_the_bucket_until_interrupted():
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "patternflow.cli", "s3-server", "--port", str(port), "--bucket", "dags-test"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = server.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in ready and "s3://dags-test" in ready, server.stderr.read()
+        client = endpoint_client(f"http://127.0.0.1:{port}", access_key="any", secret_key="any-secret")
+        client.put_object(Bucket="dags-test", Key="transaction_chunks/chunk_0.csv", Body=b"step\n")
+        assert client.get_object(Bucket="dags-test", Key="transaction_chunks/chunk_0.csv")["Body"].read() == b"step\n"
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+
+
+def test_s3_server_refuses_a_port_in_use(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["s3-server", "--port", str(port)]) == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+def test_an_s3_error_ends_a_command_with_a_message(s3_endpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    assert main(["report", "--out", str(tmp_path / "report.html"), "--endpoint-url", s3_endpoint, "--bucket", "no-such-bucket"]) == 2
+    assert "patternflow report: S3: " in capsys.readouterr().err and not (tmp_path / "report.html").exists()
+
+
+def test_missing_credentials_end_a_command_with_a_message(s3_endpoint, tmp_path):
+    """In a process of its own: boto3 keeps the credentials it found in this one."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    environ |= {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}
+    environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    command = [sys.executable, "-m", "patternflow.cli", "reset", "--endpoint-url", s3_endpoint, "--bucket", "any-bucket"]
+    reset = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60)
+    assert reset.returncode == 2, reset.stderr
+    assert reset.stderr.startswith("patternflow reset: S3: ") and "credentials" in reset.stderr

@@ -101,6 +101,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _s3_server(args: argparse.Namespace) -> int:
+    import logging
     import threading
 
     from moto.server import ThreadedMotoServer
@@ -112,6 +113,7 @@ def _s3_server(args: argparse.Namespace) -> int:
     settings = PipelineSettings.resolve({"bucket": args.bucket})
     if not port_free(args.port):
         raise LaunchError(f"port {args.port} on 127.0.0.1 is already in use; stop what uses it or pick another with --port")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     try:

@@ -37,10 +37,11 @@ def pattern_detection():
     def detect_patterns() -> dict:
         """Fold the waiting chunks, write full detection files, commit; returns the run's figures."""
         from patternflow.detector import detect
-        from patternflow.orchestration import detection_settings_for, s3_store
+        from patternflow.orchestration import detection_settings_for, failing_at_once_on_lasting_errors, s3_store
 
-        settings, thresholds = detection_settings_for(get_current_context()["params"])
-        return detect(s3_store(settings), settings, thresholds).to_json()
+        with failing_at_once_on_lasting_errors():
+            settings, thresholds = detection_settings_for(get_current_context()["params"])
+            return detect(s3_store(settings), settings, thresholds).to_json()
 
     wait >> detect_patterns()
 

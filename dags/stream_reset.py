@@ -31,11 +31,12 @@ def stream_reset():
     @task
     def reset_stream() -> dict:
         """Delete the stream's objects; returns how many went from each prefix."""
-        from patternflow.orchestration import s3_store
+        from patternflow.orchestration import failing_at_once_on_lasting_errors, s3_store
         from patternflow.producer import reset_stream
 
-        settings = settings_for(get_current_context()["params"])
-        return reset_stream(s3_store(settings), settings)
+        with failing_at_once_on_lasting_errors():
+            settings = settings_for(get_current_context()["params"])
+            return reset_stream(s3_store(settings), settings)
 
     reset_stream()
 

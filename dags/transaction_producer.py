@@ -40,16 +40,17 @@ def transaction_producer():
         """Upload every chunk that is due (all remaining ones in fast mode); returns what was done."""
         import time
 
-        from patternflow.orchestration import is_fast, s3_client
+        from patternflow.orchestration import failing_at_once_on_lasting_errors, is_fast, s3_client
         from patternflow.producer import produce
         from patternflow.s3 import S3Store
         from patternflow.sources import source_opener
 
         context = get_current_context()
-        settings = settings_for(context["params"])
-        client = s3_client(settings)
-        fast = is_fast(context["params"]["pacing"], context["dag_run"].run_type)
-        report = produce(S3Store(client, settings.bucket), settings, source_opener(lambda: client), time.time(), fast)
+        with failing_at_once_on_lasting_errors():
+            settings = settings_for(context["params"])
+            client = s3_client(settings)
+            fast = is_fast(context["params"]["pacing"], context["dag_run"].run_type)
+            report = produce(S3Store(client, settings.bucket), settings, source_opener(lambda: client), time.time(), fast)
         return report.to_json()
 
     upload_due_chunks()

@@ -10,7 +10,8 @@ stays cheap for the DAG processor.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +46,26 @@ def _variables() -> dict[str, Any]:
         return Variable.get(VARIABLE, default=None, deserialize_json=True) or {}
     except ValueError as exc:
         raise SettingsError(f"Variable {VARIABLE} is not valid JSON: {exc}") from None
+
+
+@contextmanager
+def failing_at_once_on_lasting_errors() -> Iterator[None]:
+    """Errors another try would meet again fail the task at once, skipping its retries: bad
+    settings, bad input (CustomerImportance, a chunk under the ``halt`` policy, an empty source),
+    a missing source file, a stream started under other settings. S3 errors and races are
+    retried as usual."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from patternflow.errors import InputError
+    from patternflow.producer import StreamError
+    from patternflow.settings import SettingsError
+    from patternflow.sources import SourceError
+    from patternflow.state import StateError
+
+    try:
+        yield
+    except (SettingsError, InputError, StreamError, SourceError, StateError) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def settings_for(params: Mapping[str, Any] | None = None) -> PipelineSettings:
@@ -133,13 +154,14 @@ class NextChunkSensor(S3KeySensor):
 
         from patternflow.status import expected_key, open_gap, read_progress
 
-        settings = settings_for(context["params"])
-        self.bucket_name = settings.bucket
-        self.aws_conn_id = settings.aws_conn_id
-        self.poke_interval = settings.poke_interval_seconds
-        store = s3_store(settings)
-        progress = read_progress(store, settings)  # read once: both questions below are about it
-        key = expected_key(store, settings, progress)
+        with failing_at_once_on_lasting_errors():
+            settings = settings_for(context["params"])
+            self.bucket_name = settings.bucket
+            self.aws_conn_id = settings.aws_conn_id
+            self.poke_interval = settings.poke_interval_seconds
+            store = s3_store(settings)
+            progress = read_progress(store, settings)  # read once: both questions below are about it
+            key = expected_key(store, settings, progress)
         if key is None:
             if context["dag_run"].run_type != "scheduled":
                 raise AirflowSkipException("the stream is finished: nothing to wait for (reset it to start another)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from patternflow.replay import replay
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
 from patternflow.status import read_progress
-from tests.airflow_runs import airflow, airflow_environment
+from tests.airflow_runs import AIRFLOW, airflow, airflow_environment
 from tests.helpers import file_rows, lively_config, read_files
 
 CHUNK = 5_000
@@ -52,3 +53,14 @@ def test_dags_test_streams_the_file_and_detects_what_replay_detects(airflow_env,
 
     airflow(airflow_env, "dags", "test", "stream_reset")
     assert store.list("") == []
+
+
+def test_a_lasting_error_fails_the_task_at_once_without_its_retries(tmp_path, s3_endpoint, bucket, small_banksim):
+    """A setting another try would read again: one try, its message in the log, no retry."""
+    env = airflow_environment(tmp_path / "airflow", s3_endpoint, bucket, small_banksim, CHUNK, {"chunk_size": 0})
+    airflow(env, "db", "migrate")
+    run = subprocess.run([AIRFLOW, "dags", "test", "transaction_producer"], capture_output=True, text=True, env=env, timeout=300)
+    log = run.stdout + run.stderr
+    assert "SettingsError: chunk_size must be at least 1, got 0" in log
+    assert log.count("Task failed with exception") == 1, log[-3000:]
+    assert "up_for_retry" not in log.lower()

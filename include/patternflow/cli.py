@@ -104,11 +104,14 @@ def _s3_server(args: argparse.Namespace) -> int:
     import logging
     import threading
 
-    from moto.server import ThreadedMotoServer
-
     from patternflow.launcher import ACCESS_KEY, SECRET_KEY, LaunchError, port_free
     from patternflow.s3 import endpoint_client
     from patternflow.settings import PipelineSettings
+
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise LaunchError("the embedded S3 server is moto's: pip install -r requirements-dev.txt (make install does)") from None
 
     settings = PipelineSettings.resolve({"bucket": args.bucket})
     if not port_free(args.port):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -50,6 +51,10 @@ class DetectionFile:
 
 def detection_file_name(number: int) -> str:
     return f"detection_{number}.csv"
+
+
+DETECTION_FILE = re.compile(r"detection_(\d+)\.csv")
+"""A name ``detection_file_name`` gives (to ``fullmatch``); group 1 is the file's number."""
 
 
 def detections_csv(rows: tuple[Detection, ...] | list[Detection]) -> bytes:

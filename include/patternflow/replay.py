@@ -8,7 +8,6 @@ run again with the same arguments resumes and ends with identical files.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,14 +19,13 @@ import pyarrow as pa
 from patternflow.chunking import ChunkedFile
 from patternflow.clock import Clock, now_ist
 from patternflow.config import DetectionConfig
+from patternflow.detections import DETECTION_FILE
 from patternflow.engine import FOLDED_COLUMNS, PATTERNS, WEIGHT_COLUMNS, ChunkResult
 from patternflow.errors import InputError, Problem
 from patternflow.parsing import parse_transactions, read_importance
 from patternflow.state import StateStore
 from patternflow.store import LocalStore
 from patternflow.stream import commit, open_engine, write_files
-
-_DETECTION_FILE = re.compile(r"detection_\d+\.csv")
 
 
 @dataclass
@@ -70,7 +68,7 @@ def replay(
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
     if not engine.chunks_folded:  # a new stream: no file of an earlier replay into the same folder may stay beside its own
-        outputs.delete([path.name for path in Path(out).glob("detection_*.csv") if _DETECTION_FILE.fullmatch(path.name)])
+        outputs.delete([path.name for path in Path(out).glob("detection_*.csv") if DETECTION_FILE.fullmatch(path.name)])
     last_commit = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as parser:
         # Chunk i + 1 is parsed on a second thread while chunk i is folded (pyarrow and DuckDB

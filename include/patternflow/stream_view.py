@@ -17,12 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
 
-from patternflow.detections import FILE_HEADER, PENDING_SCHEMA
+from patternflow.detections import DETECTION_FILE, FILE_HEADER, PENDING_SCHEMA
 from patternflow.layout import PATTERNS
 from patternflow.settings import PipelineSettings
 from patternflow.state import StateStore
@@ -31,8 +30,6 @@ from patternflow.store import ObjectStore
 
 LATEST_ROWS = 20
 """How many of the newest detection rows the view carries."""
-
-_FILE_NUMBER = re.compile(r"detection_(\d+)\.csv$")
 
 
 @dataclass
@@ -120,7 +117,7 @@ def _files(
     """Each detection file with its row count, in file order, and the newest rows (newest first):
     those still ``waiting`` for their file (``file`` empty), then those of the newest files."""
     digests = store.digests(settings.output_prefix)
-    keys = sorted((k for k in store.list(settings.output_prefix) if _FILE_NUMBER.search(k)), key=_file_number)
+    keys = sorted((k for k in store.list(settings.output_prefix) if _file_number(k) >= 0), key=_file_number)
     files, rows_by_key = [], {}
     for key in keys:
         rows_by_key[key] = row_counts.rows(store, key, digests.get(key))
@@ -137,7 +134,8 @@ def _files(
 
 
 def _file_number(key: str) -> int:
-    match = _FILE_NUMBER.search(key)
+    """The number of the detection file at ``key``; -1 for another object."""
+    match = DETECTION_FILE.fullmatch(key.rsplit("/", 1)[-1])
     return int(match.group(1)) if match else -1
 
 

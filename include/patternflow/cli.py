@@ -102,9 +102,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _s3_server(args: argparse.Namespace) -> int:
     import logging
-    import threading
 
-    from patternflow.launcher import ACCESS_KEY, SECRET_KEY, LaunchError, port_free
+    from patternflow.launcher import ACCESS_KEY, SECRET_KEY, LaunchError, install_signal_handlers, port_free
     from patternflow.s3 import endpoint_client
     from patternflow.settings import PipelineSettings
 
@@ -117,6 +116,7 @@ def _s3_server(args: argparse.Namespace) -> int:
     if not port_free(args.port):
         raise LaunchError(f"port {args.port} on 127.0.0.1 is already in use; stop what uses it or pick another with --port")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    stop = install_signal_handlers()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     try:
@@ -127,9 +127,8 @@ def _s3_server(args: argparse.Namespace) -> int:
             "until it stops (Ctrl-C)",
             flush=True,
         )
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(1.0):
+            pass
     finally:
         server.stop()
     return 0

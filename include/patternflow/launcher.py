@@ -28,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -118,7 +119,7 @@ def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
             )
     options.home.mkdir(parents=True, exist_ok=True)
     settings = PipelineSettings.resolve({}, environ=_pipeline_environment(options))
-    stop = _install_signal_handlers()
+    stop = install_signal_handlers()
     with processes(options.home) as started:
         endpoint, client = start_s3(options, settings, started, out)
         env = airflow_environment(options, endpoint)
@@ -479,9 +480,10 @@ def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
         process.wait(timeout=5)
 
 
-def _install_signal_handlers():
-    import threading
-
+def install_signal_handlers() -> threading.Event:
+    """An event that SIGINT (Ctrl-C) and SIGTERM set. Wait on it with a timeout, ``while not
+    stop.wait(1.0)``: the kernel may deliver a signal to any thread, and a main thread blocked
+    in a wait without one would then never run the handler."""
     stop = threading.Event()
 
     def handler(signum, frame):

@@ -8,12 +8,15 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from patternflow.cli import main
 from patternflow.s3 import endpoint_client
 from tests.helpers import free_port
 
 
-def test_s3_server_holds_the_bucket_until_interrupted():
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_s3_server_holds_the_bucket_until_stopped(stop_signal):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "patternflow.cli", "s3-server", "--port", str(port), "--bucket", "dags-test"],
@@ -28,7 +31,7 @@ def test_s3_server_holds_the_bucket_until_interrupted():
         client.put_object(Bucket="dags-test", Key="transaction_chunks/chunk_0.csv", Body=b"step\n")
         assert client.get_object(Bucket="dags-test", Key="transaction_chunks/chunk_0.csv")["Body"].read() == b"step\n"
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop_signal)
         assert server.wait(timeout=30) == 0
 
 

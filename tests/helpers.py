@@ -164,8 +164,17 @@ def lively_environment(chunk_size: int) -> dict[str, str]:
     return {f"PATTERNFLOW_{k.upper()}": v for k, v in LIVELY.items()} | {"PATTERNFLOW_CHUNK_SIZE": str(chunk_size)}
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (tests run beside other servers)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now (tests run beside other servers), and
+    that no earlier call returned: the kernel may hand out a port just released again, and two
+    servers of one test (S3 and the UI, say) would then be given the same port."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port

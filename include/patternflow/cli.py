@@ -102,23 +102,33 @@ def _report(args: argparse.Namespace) -> int:
 
 def _s3_server(args: argparse.Namespace) -> int:
     import logging
+    import threading
 
     from patternflow.launcher import ACCESS_KEY, SECRET_KEY, LaunchError, install_signal_handlers, port_free
     from patternflow.s3 import endpoint_client
     from patternflow.settings import PipelineSettings
 
     try:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
     except ImportError:
         raise LaunchError("the embedded S3 server is moto's: pip install -r requirements-dev.txt (make install does)") from None
 
     settings = PipelineSettings.resolve({"bucket": args.bucket})
+    in_use = f"port {args.port} on 127.0.0.1 is already in use; stop what uses it or pick another with --port"
     if not port_free(args.port):
-        raise LaunchError(f"port {args.port} on 127.0.0.1 is already in use; stop what uses it or pick another with --port")
+        raise LaunchError(in_use)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    # Bound here, in this thread, rather than by moto's ThreadedMotoServer, whose start() waits
+    # without a timeout for its server thread: when the port is taken between the check above and
+    # the bind, that thread dies and start() never returns, Ctrl-C or not.
+    try:
+        app = DomainDispatcherApplication(create_backend_app)
+        server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    except SystemExit:  # werkzeug's answer to a failed bind, after printing the reason
+        raise LaunchError(in_use) from None
     stop = install_signal_handlers()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
-    server.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         endpoint = f"http://127.0.0.1:{args.port}"
         endpoint_client(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY).create_bucket(Bucket=settings.bucket)
@@ -130,7 +140,7 @@ def _s3_server(args: argparse.Namespace) -> int:
         while not stop.wait(1.0):
             pass
     finally:
-        server.stop()
+        server.shutdown()
     return 0
 
 

@@ -120,20 +120,30 @@ def run(options: LaunchOptions, out: IO[str] = sys.stdout) -> int:
     options.home.mkdir(parents=True, exist_ok=True)
     settings = PipelineSettings.resolve({}, environ=_pipeline_environment(options))
     stop = install_signal_handlers()
-    with processes(options.home) as started:
-        endpoint, client = start_s3(options, settings, started, out)
-        env = airflow_environment(options, endpoint)
-        if options.distributed:
-            _start_distributed(options, env, started, out)
-        else:
-            print("starting Airflow standalone (the first start takes a minute) ...", file=out, flush=True)
-            (options.home / "airflow.db").unlink(missing_ok=True)  # runs of an earlier stream, whose S3 is gone
-            started.start("standalone", ["airflow", "standalone"], env)
-        api, password = wait_for_airflow(options, started)
+    with processes(options.home, stop) as started:
+        try:
+            api, password, client = _start(options, settings, started, out)
+        except Stopped:
+            print("stopping ...", file=out, flush=True)
+            return 130
         print(f"Airflow UI: {api}  (login: admin / {password})", file=out, flush=True)
         print(f"Pattern detections page: {api}/plugin/pattern-detections", file=out, flush=True)
         print("the producer and the detector run by themselves; Ctrl-C stops everything\n", file=out, flush=True)
         return _watch(options, settings, S3Store(client, settings.bucket), api, password, stop, started, out)
+
+
+def _start(options: LaunchOptions, settings: PipelineSettings, started: Processes, out: IO[str]) -> tuple[str, str, Any]:
+    """S3, then Airflow: the UI's address, the admin password and an S3 client."""
+    endpoint, client = start_s3(options, settings, started, out)
+    env = airflow_environment(options, endpoint)
+    if options.distributed:
+        _start_distributed(options, env, started, out)
+    else:
+        print("starting Airflow standalone (the first start takes a minute) ...", file=out, flush=True)
+        (options.home / "airflow.db").unlink(missing_ok=True)  # runs of an earlier stream, whose S3 is gone
+        started.start("standalone", ["airflow", "standalone"], env)
+    api, password = wait_for_airflow(options, started)
+    return api, password, client
 
 
 def start_s3(options: LaunchOptions, settings: PipelineSettings, started: Processes, out: IO[str]) -> tuple[str, Any]:
@@ -393,11 +403,19 @@ def airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str]
     return env
 
 
-class Processes:
-    """The processes of one run by name, each the leader of a process group of its own."""
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM came while ``wait_until`` was waiting for something to start."""
 
-    def __init__(self, logs: Path) -> None:
+
+class Processes:
+    """The processes of one run by name, each the leader of a process group of its own.
+
+    ``stop``: set when the run is to stop (``install_signal_handlers``); a wait for one of the
+    processes to be ready ends at once then (``wait_until``), not when it gives up."""
+
+    def __init__(self, logs: Path, stop: threading.Event | None = None) -> None:
         self.logs = logs
+        self.stop = stop or threading.Event()
         self._by_name: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -448,9 +466,9 @@ class Processes:
 
 
 @contextlib.contextmanager
-def processes(logs: Path) -> Iterator[Processes]:
+def processes(logs: Path, stop: threading.Event | None = None) -> Iterator[Processes]:
     """Processes started inside are stopped, with every process of their groups, on the way out."""
-    started = Processes(logs)
+    started = Processes(logs, stop)
     try:
         yield started
     finally:
@@ -483,7 +501,11 @@ def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
 def install_signal_handlers() -> threading.Event:
     """An event that SIGINT (Ctrl-C) and SIGTERM set. Wait on it with a timeout, ``while not
     stop.wait(1.0)``: the kernel may deliver a signal to any thread, and a main thread blocked
-    in a wait without one would then never run the handler."""
+    in a wait without one would then never run the handler.
+
+    The handlers are installed whatever the signals' disposition was: a process started with
+    SIGINT ignored (a job in the background of a non-interactive shell, nohup, CI runners) inherits
+    that, and Python then never raises KeyboardInterrupt for Ctrl-C."""
     stop = threading.Event()
 
     def handler(signum, frame):
@@ -505,7 +527,8 @@ def port_free(port: int) -> bool:
 
 
 def wait_until(ready: Callable[[], bool], seconds: float, message: str, started: Processes) -> None:
-    """Poll ``ready`` until it holds; LaunchError after ``seconds`` or as soon as a started process exits."""
+    """Poll ``ready`` until it holds; LaunchError after ``seconds`` or as soon as a started process
+    exits, ``Stopped`` as soon as the run is to stop."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if ready():
@@ -513,7 +536,8 @@ def wait_until(ready: Callable[[], bool], seconds: float, message: str, started:
         for process in started:
             if process.poll() is not None:
                 raise LaunchError(f"{message} (it exited with code {process.returncode})")
-        time.sleep(0.5)
+        if started.stop.wait(0.5):
+            raise Stopped()
     raise LaunchError(message)
 
 

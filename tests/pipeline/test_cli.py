@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -17,9 +18,13 @@ from tests.helpers import free_port
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_s3_server_holds_the_bucket_until_stopped(stop_signal):
+    """Started with SIGINT ignored, as a job in the background of a non-interactive shell (or under
+    nohup) is, and as CI's jobs are: Python then never raises KeyboardInterrupt, and only a handler
+    of the server's own stops it."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "patternflow.cli", "s3-server", "--port", str(port), "--bucket", "dags-test"],
+        ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-m", "patternflow.cli", "s3-server", "--port", str(port)]
+        + ["--bucket", "dags-test"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -32,7 +37,11 @@ def test_s3_server_holds_the_bucket_until_stopped(stop_signal):
         assert client.get_object(Bucket="dags-test", Key="transaction_chunks/chunk_0.csv")["Body"].read() == b"step\n"
     finally:
         server.send_signal(stop_signal)
-        assert server.wait(timeout=30) == 0
+        try:
+            assert server.wait(timeout=30) == 0
+        finally:
+            server.kill()  # a server that did not stop must not outlive the test (no-op once it exited)
+            server.communicate()
 
 
 def test_s3_server_refuses_a_port_in_use(capsys):
@@ -41,6 +50,22 @@ def test_s3_server_refuses_a_port_in_use(capsys):
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["s3-server", "--port", str(port)]) == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+def test_s3_server_refuses_a_port_taken_after_its_check(capsys, monkeypatch):
+    """Another program can take the port between the check and the bind: an error at once, not a
+    wait for a server thread that died (run in a thread here, so that a wait fails the test)."""
+    monkeypatch.setattr("patternflow.launcher.port_free", lambda port: True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        answer = []
+        command = threading.Thread(target=lambda: answer.append(main(["s3-server", "--port", str(port)])), daemon=True)
+        command.start()
+        command.join(60)
+    assert answer == [2], "s3-server still waiting for a server that could not bind its port"
     assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
 
 

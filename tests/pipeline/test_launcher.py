@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from patternflow.launcher import LaunchError, LaunchOptions, Processes, export, find_project, port_free, run, start_s3, stop_group
+from patternflow.launcher import (
+    LaunchError,
+    LaunchOptions,
+    Processes,
+    Stopped,
+    export,
+    find_project,
+    port_free,
+    run,
+    start_s3,
+    stop_group,
+    wait_until,
+)
 from patternflow.s3 import S3Store
 from patternflow.settings import PipelineSettings
+from tests.helpers import free_port
 
 
 def alive(pid: int) -> bool:
@@ -130,3 +146,51 @@ def test_a_data_folder_with_one_real_file_is_refused_not_overwritten(tmp_path, p
     with pytest.raises(LaunchError, match=f"holds {placed} but no "):
         run(options, io.StringIO())
     assert (data / placed).read_text() == "the user's own file\n" and len(list(data.iterdir())) == 1
+
+
+def test_a_wait_for_a_process_to_start_ends_as_soon_as_the_run_is_to_stop(tmp_path):
+    stop = threading.Event()
+    started = Processes(tmp_path, stop)
+    threading.Timer(0.3, stop.set).start()
+    began = time.monotonic()
+    with pytest.raises(Stopped):
+        wait_until(lambda: False, 60, "never ready", started)
+    assert time.monotonic() - began < 5
+
+
+def test_ctrl_c_while_airflow_starts_stops_everything_at_once(small_banksim, tmp_path):
+    """Not once Airflow is up (or the start-up wait gives up, after 240 s): exit code 130 before
+    the UI's address is printed, the S3 server and Airflow stopped, their ports free again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for source in (small_banksim.transactions, small_banksim.importance):
+        (data / source.name).write_bytes(source.read_bytes())
+    s3_port, ui_port = free_port(), free_port()
+    options = (
+        f"LaunchOptions(data=Path({str(data)!r}), output=Path({str(tmp_path / 'output')!r}), project=find_project(), "
+        f"s3_port={s3_port}, ui_port={ui_port}, airflow_home=Path({str(tmp_path / 'airflow')!r}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))}
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; from pathlib import Path; from patternflow.launcher import *; sys.exit(run({options}))"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in launcher.stdout:
+            lines.append(line)
+            if line.startswith("starting Airflow standalone"):
+                break
+        assert lines and lines[-1].startswith("starting Airflow standalone"), "".join(lines)
+        time.sleep(1)
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=120) == 130
+        rest = launcher.stdout.read()
+        assert "stopping ..." in rest and "Airflow UI:" not in rest, rest
+    finally:
+        launcher.kill()
+        launcher.communicate()
+    assert port_free(s3_port) and port_free(ui_port)

@@ -42,21 +42,24 @@ def test_a_dag_run_killed_mid_task_is_resumed_by_the_next_run(tmp_path, small_ba
     assert "Returned value was: {'chunks': [0, 1, 2, 3]" in airflow(first, "dags", "test", "pattern_detection")
 
     held = proxy.hold(r"^GET /[^/]+/transaction_chunks/chunk_13\.csv")  # detection_0 is written by then
-    run = subprocess.Popen(
-        [AIRFLOW, "dags", "test", "pattern_detection"],
-        env=env,
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # Its output goes to a file: a pipe that is read only after the kill would stop the run at its
+    # 64 KB of logs, before it reaches chunk 13 (about 11 KB are written by then today).
+    output = tmp_path / "killed-run.log"
+    with output.open("wb") as out:
+        run = subprocess.Popen(
+            [AIRFLOW, "dags", "test", "pattern_detection"],
+            env=env,
+            cwd=PROJECT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        assert held.wait(timeout=240), "the run never reached chunk 13"
+        assert held.wait(timeout=240), f"the run never reached chunk 13: {output.read_text()[-3000:]}"
         assert list(s3_files(store, settings)) == ["detection_0.csv"]
     finally:
         os.killpg(run.pid, signal.SIGKILL)
-        run.communicate()
+        run.wait()
     assert read_progress(store, settings).chunks_folded == 4  # the killed run committed nothing
 
     log = airflow(env, "dags", "test", "pattern_detection")

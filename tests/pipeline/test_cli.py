@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -44,29 +45,30 @@ def test_s3_server_holds_the_bucket_until_stopped(stop_signal):
             server.communicate()
 
 
-def test_s3_server_refuses_a_port_in_use(capsys):
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another program listens on."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        assert main(["s3-server", "--port", str(port)]) == 2
-    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+        yield taken.getsockname()[1]
 
 
-def test_s3_server_refuses_a_port_taken_after_its_check(capsys, monkeypatch):
+def test_s3_server_refuses_a_port_in_use(taken_port, capsys):
+    assert main(["s3-server", "--port", str(taken_port)]) == 2
+    assert f"port {taken_port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+def test_s3_server_refuses_a_port_taken_after_its_check(taken_port, capsys, monkeypatch):
     """Another program can take the port between the check and the bind: an error at once, not a
     wait for a server thread that died (run in a thread here, so that a wait fails the test)."""
     monkeypatch.setattr("patternflow.launcher.port_free", lambda port: True)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        answer = []
-        command = threading.Thread(target=lambda: answer.append(main(["s3-server", "--port", str(port)])), daemon=True)
-        command.start()
-        command.join(60)
+    answer = []
+    command = threading.Thread(target=lambda: answer.append(main(["s3-server", "--port", str(taken_port)])), daemon=True)
+    command.start()
+    command.join(60)
     assert answer == [2], "s3-server still waiting for a server that could not bind its port"
-    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+    assert f"port {taken_port} on 127.0.0.1 is already in use" in capsys.readouterr().err
 
 
 def test_an_s3_error_ends_a_command_with_a_message(s3_endpoint, tmp_path, capsys, monkeypatch):

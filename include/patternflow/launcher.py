@@ -565,19 +565,35 @@ def _admin_password(home: Path) -> str:
 
 
 def _failed_runs(api: str, password: str, since: float) -> str:
-    """Failed runs of the pipeline's DAGs that started after ``since``, as text ('' if none)."""
+    """Failed runs of the pipeline's DAGs that started after ``since``, as text ('' if none, or
+    if the API cannot be asked now: the next call asks again)."""
+    query = f"state=failed&start_date_gte={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}"
     try:
-        token = _token(api, password)
         failed = []
         for dag_id in DAG_IDS:
-            query = f"state=failed&start_date_gte={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}"
-            request = urllib.request.Request(f"{api}/api/v2/dags/{dag_id}/dagRuns?{query}", headers={"Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(request, timeout=5) as response:
-                runs = json.load(response)["dag_runs"]
+            runs = _api_get(api, password, f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
             failed += [f"{dag_id} run {run['dag_run_id']}" for run in runs]
         return ", ".join(failed)
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return ""
+
+
+def _api_get(api: str, password: str, route: str) -> Any:
+    """GET an Airflow REST API route as admin. A token the API no longer accepts (tokens expire,
+    after 24 hours by default) is replaced by a new one, once."""
+    try:
+        return _get_json(f"{api}{route}", _token(api, password))
+    except urllib.error.HTTPError as exc:
+        if exc.code != 401:
+            raise
+        _TOKENS.pop(api, None)
+        return _get_json(f"{api}{route}", _token(api, password))
+
+
+def _get_json(url: str, token: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
 
 
 _TOKENS: dict[str, str] = {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import os
 import signal
 import socket
@@ -20,6 +22,7 @@ from patternflow.launcher import (
     LaunchOptions,
     Processes,
     Stopped,
+    _failed_runs,
     export,
     find_project,
     port_free,
@@ -194,3 +197,46 @@ def test_ctrl_c_while_airflow_starts_stops_everything_at_once(small_banksim, tmp
         launcher.kill()
         launcher.communicate()
     assert port_free(s3_port) and port_free(ui_port)
+
+
+class _ExpiringTokenApi(http.server.BaseHTTPRequestHandler):
+    """Airflow's token and dag-runs routes, accepting only the newest token it gave out."""
+
+    tokens_given = 0
+
+    def do_POST(self) -> None:
+        type(self).tokens_given += 1
+        self._reply(200, {"access_token": f"token-{self.tokens_given}"})
+
+    def do_GET(self) -> None:
+        if self.headers["Authorization"] != f"Bearer token-{self.tokens_given}":
+            self._reply(401, {"detail": "Token expired"})
+        elif "dags/pattern_detection/" in self.path:
+            self._reply(200, {"dag_runs": [{"dag_run_id": "manual__1"}]})
+        else:
+            self._reply(200, {"dag_runs": []})
+
+    def _reply(self, status: int, body: dict) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_failed_runs_are_still_seen_after_the_api_token_expires():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ExpiringTokenApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert _failed_runs(api, "secret", time.time()) == "pattern_detection run manual__1"
+        _ExpiringTokenApi.tokens_given += 1  # the API moves on: the token the launcher holds expires
+        assert _failed_runs(api, "secret", time.time()) == "pattern_detection run manual__1"
+        assert _ExpiringTokenApi.tokens_given == 3  # one new token, asked for once
+    finally:
+        server.shutdown()
+        server.server_close()

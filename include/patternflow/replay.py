@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -73,16 +74,18 @@ def replay(
     with ThreadPoolExecutor(max_workers=1) as parser:
         # Chunk i + 1 is parsed on a second thread while chunk i is folded (pyarrow and DuckDB
         # release the GIL); a parse error still surfaces only when its chunk's turn comes.
-        def parse(index: int) -> Future[pa.Table]:
+        # A chunk's processing, and so its detections' YStartTime, begins when its parse does.
+        def parse(index: int) -> tuple[Future[pa.Table], datetime]:
             chunk = source.chunk(index)
-            return parser.submit(_parse_chunk, chunk.data, chunk.rows, str(transactions), index * config.chunk_size)
+            began = clock()
+            return parser.submit(_parse_chunk, chunk.data, chunk.rows, str(transactions), index * config.chunk_size), began
 
         chunks = range(engine.chunks_folded, source.chunks)
         parsed = parse(chunks[0]) if chunks else None
         for index in chunks:
-            table = parsed.result()
+            table, began = parsed[0].result(), parsed[1]
             parsed = parse(index + 1) if index + 1 < source.chunks else None
-            result = engine.fold(index, table)
+            result = engine.fold(index, table, began=began)
             summary.files += write_files(outputs, "", result.files)
             if time.monotonic() - last_commit >= commit_every:
                 commit(state, engine)

@@ -83,7 +83,8 @@ def replay(
         chunks = range(engine.chunks_folded, source.chunks)
         parsed = parse(chunks[0]) if chunks else None
         for index in chunks:
-            table, began = parsed[0].result(), parsed[1]
+            pending, began = parsed
+            table = pending.result()
             parsed = parse(index + 1) if index + 1 < source.chunks else None
             result = engine.fold(index, table, began=began)
             summary.files += write_files(outputs, "", result.files)

@@ -20,6 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest

@@ -15,8 +15,8 @@ from datetime import datetime
 
 from airflow.sdk import dag, get_current_context, task
 
-from patternflow.orchestration import DEFAULT_ARGS, TAGS, NextChunkSensor, setting_params
-from patternflow.settings import PREFIXES
+from patternflow.pipeline.orchestration import DEFAULT_ARGS, TAGS, NextChunkSensor, setting_params
+from patternflow.pipeline.settings import PREFIXES
 
 
 @dag(
@@ -36,8 +36,8 @@ def pattern_detection():
     @task
     def detect_patterns() -> dict:
         """Fold the waiting chunks, write full detection files, commit; returns the run's figures."""
-        from patternflow.detector import detect
-        from patternflow.orchestration import detection_settings_for, failing_at_once_on_lasting_errors, s3_store
+        from patternflow.pipeline.detector import detect
+        from patternflow.pipeline.orchestration import detection_settings_for, failing_at_once_on_lasting_errors, s3_store
 
         with failing_at_once_on_lasting_errors():
             settings, thresholds = detection_settings_for(get_current_context()["params"])

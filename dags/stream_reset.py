@@ -12,8 +12,8 @@ from datetime import datetime
 
 from airflow.sdk import dag, get_current_context, task
 
-from patternflow.orchestration import DEFAULT_ARGS, TAGS, setting_params, settings_for
-from patternflow.settings import PREFIXES
+from patternflow.pipeline.orchestration import DEFAULT_ARGS, TAGS, setting_params, settings_for
+from patternflow.pipeline.settings import PREFIXES
 
 
 @dag(
@@ -31,8 +31,8 @@ def stream_reset():
     @task
     def reset_stream() -> dict:
         """Delete the stream's objects; returns how many went from each prefix."""
-        from patternflow.orchestration import failing_at_once_on_lasting_errors, s3_store
-        from patternflow.producer import reset_stream
+        from patternflow.pipeline.orchestration import failing_at_once_on_lasting_errors, s3_store
+        from patternflow.pipeline.producer import reset_stream
 
         with failing_at_once_on_lasting_errors():
             settings = settings_for(get_current_context()["params"])

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
-from patternflow.orchestration import DEFAULT_ARGS, TAGS, pacing_param, setting_params, settings_for
-from patternflow.settings import PipelineSettings
+from patternflow.pipeline.orchestration import DEFAULT_ARGS, TAGS, pacing_param, setting_params, settings_for
+from patternflow.pipeline.settings import PipelineSettings
 
 TICK = timedelta(seconds=PipelineSettings.resolve().tick_seconds)
 
@@ -40,10 +40,10 @@ def transaction_producer():
         """Upload every chunk that is due (all remaining ones in fast mode); returns what was done."""
         import time
 
-        from patternflow.orchestration import failing_at_once_on_lasting_errors, is_fast, s3_client
-        from patternflow.producer import produce
-        from patternflow.s3 import S3Store
-        from patternflow.sources import source_opener
+        from patternflow.pipeline.orchestration import failing_at_once_on_lasting_errors, is_fast, s3_client
+        from patternflow.pipeline.producer import produce
+        from patternflow.pipeline.s3 import S3Store
+        from patternflow.pipeline.sources import source_opener
 
         context = get_current_context()
         with failing_at_once_on_lasting_errors():

@@ -1,9 +1,9 @@
 """The "Pattern detections" page in the Airflow UI: patternflow's dashboard app, served by the api-server.
 
-``fastapi_apps`` mounts the app (``patternflow.dashboard``) at ``/patternflow``; ``external_views``
+``fastapi_apps`` mounts the app (``patternflow.web.dashboard``) at ``/patternflow``; ``external_views``
 adds "Pattern detections" to the UI's navigation, which shows the page in the UI's frame at
 ``/plugin/pattern-detections``. The app reads S3 through the DAGs' own connection and settings
-(``patternflow.orchestration``), and its data routes ask Airflow whether the caller may read the
+(``patternflow.pipeline.orchestration``), and its data routes ask Airflow whether the caller may read the
 ``pattern_detection`` DAG.
 
 Every Airflow process imports this module (task processes too, for plugins' macros), and only
@@ -24,8 +24,8 @@ URL_PREFIX = "/patternflow"
 def build_app() -> Any:
     from airflow.api_fastapi.core_api.security import requires_access_dag
 
-    from patternflow.dashboard import create_app
-    from patternflow.orchestration import dashboard_source
+    from patternflow.pipeline.orchestration import dashboard_source
+    from patternflow.web.dashboard import create_app
 
     return create_app(dashboard_source, authorize=requires_access_dag(method="GET", param_dag_id=DAG_ID))
 
@@ -42,7 +42,7 @@ class DashboardApp:
         await self.app(scope, receive, send)
 
     def __repr__(self) -> str:
-        return "patternflow dashboard (patternflow.dashboard.create_app)"
+        return "patternflow dashboard (patternflow.web.dashboard.create_app)"
 
 
 class PatternflowDashboard(AirflowPlugin):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from patternflow.generate import Generated, generate
+from patternflow.ingest.generate import Generated, generate
 
 HEADER = "step,customer,age,gender,zipcodeOri,merchant,zipMerchant,category,amount,fraud"
 IMPORTANCE_HEADER = "Source,Target,Weight,typeTrans,fraud"
@@ -47,7 +47,7 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def s3_client(s3_endpoint: str):
-    from patternflow.s3 import endpoint_client
+    from patternflow.pipeline.s3 import endpoint_client
 
     return endpoint_client(s3_endpoint, access_key="test", secret_key="test")
 

@@ -11,12 +11,12 @@ from decimal import Decimal
 import pandas as pd
 import pyarrow as pa
 
-from patternflow import schema
-from patternflow.clock import IST
-from patternflow.config import DetectionConfig
-from patternflow.state import StateStore
-from patternflow.store import LocalStore
-from patternflow.stream import commit, open_engine, write_files
+from patternflow.engine.clock import IST
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import LocalStore
+from patternflow.engine.stream import commit, open_engine, write_files
+from patternflow.ingest import schema
 
 T0 = datetime(2026, 1, 1, tzinfo=IST)
 

@@ -11,7 +11,7 @@ from math import ceil, floor
 
 import pandas as pd
 
-from patternflow.config import DetectionConfig
+from patternflow.engine.config import DetectionConfig
 
 
 def quantile_cont(values: list, q: Fraction) -> Fraction:

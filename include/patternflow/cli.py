@@ -7,12 +7,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from patternflow import banksim
 from patternflow.errors import PatternflowError
+from patternflow.ingest import banksim
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from patternflow.generate import generate
+    from patternflow.ingest.generate import generate
 
     started = time.perf_counter()
     result = generate(args.out, seed=args.seed, rows=args.rows)
@@ -26,8 +26,8 @@ def _generate(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from patternflow.pipeline.settings import PipelineSettings
     from patternflow.replay import replay
-    from patternflow.settings import PipelineSettings
 
     # the settings as the pipeline reads them (PATTERNFLOW_<NAME>), unless --chunk-size says otherwise
     config = PipelineSettings.detection_config(with_chunk_size=True)
@@ -50,7 +50,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from patternflow.launcher import LaunchOptions, find_project, run
+    from patternflow.local.launcher import LaunchOptions, find_project, run
 
     options = LaunchOptions(
         data=Path(args.data),
@@ -73,9 +73,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reset(args: argparse.Namespace) -> int:
-    from patternflow.producer import reset_stream
-    from patternflow.s3 import S3Store, endpoint_client
-    from patternflow.settings import PipelineSettings
+    from patternflow.pipeline.producer import reset_stream
+    from patternflow.pipeline.s3 import S3Store, endpoint_client
+    from patternflow.pipeline.settings import PipelineSettings
 
     settings = PipelineSettings.resolve({"bucket": args.bucket})
     removed = reset_stream(S3Store(endpoint_client(args.endpoint_url), settings.bucket), settings)
@@ -86,9 +86,9 @@ def _reset(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from patternflow.report import write_report
-    from patternflow.s3 import S3Store, endpoint_client
-    from patternflow.settings import PipelineSettings
+    from patternflow.pipeline.s3 import S3Store, endpoint_client
+    from patternflow.pipeline.settings import PipelineSettings
+    from patternflow.web.report import write_report
 
     settings = PipelineSettings.resolve({"bucket": args.bucket})
     view = write_report(S3Store(endpoint_client(args.endpoint_url), settings.bucket), settings, Path(args.out), args.unfinished)
@@ -104,9 +104,9 @@ def _s3_server(args: argparse.Namespace) -> int:
     import logging
     import threading
 
-    from patternflow.launcher import ACCESS_KEY, SECRET_KEY, LaunchError, install_signal_handlers, port_free
-    from patternflow.s3 import endpoint_client
-    from patternflow.settings import PipelineSettings
+    from patternflow.local.launcher import ACCESS_KEY, SECRET_KEY, LaunchError, install_signal_handlers, port_free
+    from patternflow.pipeline.s3 import endpoint_client
+    from patternflow.pipeline.settings import PipelineSettings
 
     try:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from patternflow.chunking import ChunkedFile
-from patternflow.clock import Clock, now_ist
-from patternflow.config import DetectionConfig
-from patternflow.detections import DETECTION_FILE
-from patternflow.engine import FOLDED_COLUMNS, PATTERNS, WEIGHT_COLUMNS, ChunkResult
+from patternflow.engine.clock import Clock, now_ist
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import FOLDED_COLUMNS, PATTERNS, WEIGHT_COLUMNS, ChunkResult
+from patternflow.engine.detections import DETECTION_FILE
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import LocalStore
+from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.errors import InputError, Problem
-from patternflow.parsing import parse_transactions, read_importance
-from patternflow.state import StateStore
-from patternflow.store import LocalStore
-from patternflow.stream import commit, open_engine, write_files
+from patternflow.ingest.chunking import ChunkedFile
+from patternflow.ingest.parsing import parse_transactions, read_importance
 
 
 @dataclass

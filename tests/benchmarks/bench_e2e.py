@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from patternflow.generate import generate
+from patternflow.ingest.generate import generate
 
 PROJECT = Path(__file__).resolve().parents[2]
 

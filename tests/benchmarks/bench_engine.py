@@ -18,12 +18,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from patternflow import banksim
-from patternflow.chunking import ChunkedFile
-from patternflow.config import DetectionConfig
-from patternflow.engine import FOLDED_COLUMNS, WEIGHT_COLUMNS, DetectionEngine
-from patternflow.generate import generate
-from patternflow.parsing import parse_transactions, read_importance
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS, DetectionEngine
+from patternflow.ingest import banksim
+from patternflow.ingest.chunking import ChunkedFile
+from patternflow.ingest.generate import generate
+from patternflow.ingest.parsing import parse_transactions, read_importance
 
 NAIVE_SQL = (Path(__file__).parent / "naive_patterns.sql").read_text()
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import psutil
 
-from patternflow import banksim
-from patternflow.generate import generate
+from patternflow.ingest import banksim
+from patternflow.ingest.generate import generate
 from patternflow.replay import replay
 from tests.benchmarks.bench_e2e import PROJECT, report
 from tests.helpers import free_port

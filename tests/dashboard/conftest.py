@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from patternflow.detector import detect
-from patternflow.producer import produce
-from patternflow.s3 import S3Store, endpoint_client
-from patternflow.settings import PipelineSettings
-from patternflow.sources import source_opener
+from patternflow.pipeline.detector import detect
+from patternflow.pipeline.producer import produce
+from patternflow.pipeline.s3 import S3Store, endpoint_client
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.sources import source_opener
 from tests.helpers import lively_config
 
 CHUNK = 5_000

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from patternflow.launcher import stop_group
-from patternflow.s3 import S3Store, endpoint_client
-from patternflow.settings import PipelineSettings
-from patternflow.status import read_chunk_metrics, read_progress
-from patternflow.stream_view import LATEST_ROWS
+from patternflow.local.launcher import stop_group
+from patternflow.pipeline.s3 import S3Store, endpoint_client
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.status import read_chunk_metrics, read_progress
+from patternflow.web.stream_view import LATEST_ROWS
 from tests.airflow_runs import AIRFLOW, PROJECT, airflow, airflow_environment
 from tests.dashboard.chromium import dump_dom, figures, find_chromium, number, screenshot
 from tests.helpers import file_rows, free_port

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from patternflow.charts import HEIGHT, detections_chart, lag_chart, nice_ticks
+from patternflow.web.charts import HEIGHT, detections_chart, lag_chart, nice_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -10,9 +10,9 @@ import sys
 
 from fastapi.testclient import TestClient
 
-from patternflow.dashboard import create_app
-from patternflow.s3 import S3Store
-from patternflow.stream_view import build_view
+from patternflow.pipeline.s3 import S3Store
+from patternflow.web.dashboard import create_app
+from patternflow.web.stream_view import build_view
 from tests.airflow_runs import PROJECT
 
 DOCUMENTED_FIELDS = {"bucket", "generated_at", "progress", "detections", "lag_seconds", "chunks", "files", "latest_detections"}

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from patternflow.cli import main
-from patternflow.status import read_progress
+from patternflow.pipeline.status import read_progress
 from tests.dashboard.chromium import figures, number
 from tests.helpers import file_rows
 

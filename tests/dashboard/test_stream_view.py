@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import statistics
 
-from patternflow.detections import FILE_HEADER
-from patternflow.layout import PATTERNS
-from patternflow.settings import PipelineSettings
-from patternflow.status import read_chunk_metrics, read_progress
-from patternflow.store import LocalStore
-from patternflow.stream_view import LATEST_ROWS, RowCounts, build_view
-from patternflow.view_html import render_sections
+from patternflow.engine.detections import FILE_HEADER
+from patternflow.engine.store import LocalStore
+from patternflow.pipeline.layout import PATTERNS
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.status import read_chunk_metrics, read_progress
+from patternflow.web.stream_view import LATEST_ROWS, RowCounts, build_view
+from patternflow.web.view_html import render_sections
 from tests.dashboard.conftest import Stream
 from tests.helpers import file_rows
 
@@ -85,7 +85,7 @@ def test_a_running_stream_shows_the_chunks_still_waiting(running):
 
 
 def test_chunks_uploaded_counts_every_chunk_on_s3_gaps_or_not(running):
-    from patternflow.layout import chunk_key
+    from patternflow.pipeline.layout import chunk_key
 
     key = chunk_key(running.settings, 9)
     data = running.store.get(key)

@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 import yaml
 
-from patternflow.config import DetectionConfig
-from patternflow.settings import ENVIRONMENT_PREFIX, PipelineSettings
+from patternflow.engine.config import DetectionConfig
+from patternflow.pipeline.settings import ENVIRONMENT_PREFIX, PipelineSettings
 from tests.deploy.compose import (
     COMPOSE_FILE,
     ENV_EXAMPLE,

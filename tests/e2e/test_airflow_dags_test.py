@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.status import read_progress
 from patternflow.replay import replay
-from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings
-from patternflow.status import read_progress
 from tests.airflow_runs import AIRFLOW, airflow, airflow_environment
 from tests.helpers import file_rows, lively_config, read_files
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from patternflow.launcher import port_free
+from patternflow.local.launcher import port_free
 from patternflow.replay import replay
 from tests.helpers import file_rows, free_port, lively_config, lively_environment, read_files
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def native_services_missing() -> str | None:
-    from patternflow.services import ServiceError, postgres_bin, redis_bin
+    from patternflow.local.services import ServiceError, postgres_bin, redis_bin
 
     try:
         postgres_bin("initdb")
@@ -93,7 +93,7 @@ def test_make_run_streams_the_data_and_exports_the_detection_files(small_banksim
 def test_a_port_in_use_gets_a_clear_message(tmp_path, small_banksim):
     import socket
 
-    from patternflow.launcher import LaunchError, LaunchOptions, run
+    from patternflow.local.launcher import LaunchError, LaunchOptions, run
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

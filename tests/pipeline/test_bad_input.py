@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from patternflow.detector import detect
 from patternflow.errors import InputError
-from patternflow.layout import chunk_key, quarantine_report_key, quarantined_chunk_key
-from patternflow.producer import produce
-from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings
-from patternflow.sources import source_opener
-from patternflow.status import open_gap, read_chunk_metrics, read_progress
+from patternflow.pipeline.detector import detect
+from patternflow.pipeline.layout import chunk_key, quarantine_report_key, quarantined_chunk_key
+from patternflow.pipeline.producer import produce
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.sources import source_opener
+from patternflow.pipeline.status import open_gap, read_chunk_metrics, read_progress
 from tests.helpers import file_rows, lively_config
 
 CHUNK = 5_000
@@ -162,7 +162,7 @@ def test_a_run_that_dies_after_quarantining_a_chunk_but_before_its_commit_finds_
     store, settings = stream(s3_client, bucket, small_banksim)
     edit_chunk(store, settings, 1, bad_amount)
     bad = store.get(chunk_key(settings, 1))
-    detect_dying_at("patternflow.detector.commit", store, settings, monkeypatch)
+    detect_dying_at("patternflow.pipeline.detector.commit", store, settings, monkeypatch)
     assert store.get(chunk_key(settings, 1)) == bad  # still where the next run expects it
     crashed = finish(store, settings)
     assert not store.exists(chunk_key(settings, 1)) and store.get(quarantined_chunk_key(settings, 1)) == bad
@@ -179,7 +179,7 @@ def test_a_run_that_dies_between_its_commit_and_the_removal_leaves_the_removal_t
 ):
     store, settings = stream(s3_client, bucket, small_banksim)
     edit_chunk(store, settings, 1, bad_amount)
-    detect_dying_at("patternflow.detector._remove_originals", store, settings, monkeypatch)
+    detect_dying_at("patternflow.pipeline.detector._remove_originals", store, settings, monkeypatch)
     assert store.exists(chunk_key(settings, 1)) and store.exists(quarantined_chunk_key(settings, 1))
     committed = read_progress(store, settings).chunks_folded
     assert [m["index"] for m in read_chunk_metrics(store, settings)] == list(range(committed))  # written right after the commit

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from patternflow.cli import main
-from patternflow.s3 import endpoint_client
+from patternflow.pipeline.s3 import endpoint_client
 from tests.helpers import free_port
 
 
@@ -62,7 +62,7 @@ def test_s3_server_refuses_a_port_in_use(taken_port, capsys):
 def test_s3_server_refuses_a_port_taken_after_its_check(taken_port, capsys, monkeypatch):
     """Another program can take the port between the check and the bind: an error at once, not a
     wait for a server thread that died (run in a thread here, so that a wait fails the test)."""
-    monkeypatch.setattr("patternflow.launcher.port_free", lambda port: True)
+    monkeypatch.setattr("patternflow.local.launcher.port_free", lambda port: True)
     answer = []
     command = threading.Thread(target=lambda: answer.append(main(["s3-server", "--port", str(taken_port)])), daemon=True)
     command.start()

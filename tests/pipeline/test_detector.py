@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from patternflow.detector import detect
-from patternflow.layout import chunk_key, end_of_stream_key
-from patternflow.producer import produce
+from patternflow.engine.state import StateConflict
+from patternflow.pipeline.detector import detect
+from patternflow.pipeline.layout import chunk_key, end_of_stream_key
+from patternflow.pipeline.producer import produce
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.sources import source_opener
+from patternflow.pipeline.status import expected_key, read_chunk_metrics, read_progress
 from patternflow.replay import replay
-from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings
-from patternflow.sources import source_opener
-from patternflow.state import StateConflict
-from patternflow.status import expected_key, read_chunk_metrics, read_progress
 from tests.helpers import file_rows, lively_config, read_files
 
 CHUNK = 5_000
@@ -111,7 +111,7 @@ def test_a_run_that_dies_before_its_commit_is_redone_with_the_same_files(small_b
     def crash(*args, **kwargs):
         raise RuntimeError("killed before the commit")
 
-    monkeypatch.setattr("patternflow.detector.commit", crash)
+    monkeypatch.setattr("patternflow.pipeline.detector.commit", crash)
     with pytest.raises(RuntimeError):
         detect(store, settings, lively_config(CHUNK))
     monkeypatch.undo()

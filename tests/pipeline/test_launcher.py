@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from patternflow.launcher import (
+from patternflow.local.launcher import (
     LaunchError,
     LaunchOptions,
     Processes,
@@ -31,8 +31,8 @@ from patternflow.launcher import (
     stop_group,
     wait_until,
 )
-from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings
 from tests.helpers import free_port
 
 
@@ -131,7 +131,7 @@ def test_outside_a_project_the_package_location_decides(tmp_path):
 @pytest.mark.parametrize("distributed", [False, True])
 def test_airflow_loads_the_projects_plugins_in_both_modes(tmp_path, distributed):
     """The "Pattern detections" page is a plugin: standalone and distributed runs both serve it."""
-    from patternflow.launcher import LaunchOptions, airflow_environment
+    from patternflow.local.launcher import LaunchOptions, airflow_environment
 
     project = find_project()
     options = LaunchOptions(data=tmp_path, output=tmp_path, project=project, distributed=distributed)
@@ -175,7 +175,7 @@ def test_ctrl_c_while_airflow_starts_stops_everything_at_once(small_banksim, tmp
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PATTERNFLOW_"))}
     launcher = subprocess.Popen(
-        [sys.executable, "-c", f"import sys; from pathlib import Path; from patternflow.launcher import *; sys.exit(run({options}))"],
+        [sys.executable, "-c", f"import sys; from pathlib import Path; from patternflow.local.launcher import *; sys.exit(run({options}))"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

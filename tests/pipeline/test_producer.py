@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from patternflow.chunking import ChunkedFile
 from patternflow.errors import InputError
-from patternflow.layout import chunk_key, end_of_stream_key, importance_key
-from patternflow.producer import StreamError, load_manifest, produce, reset_stream
-from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings
-from patternflow.sources import source_opener
+from patternflow.ingest.chunking import ChunkedFile
+from patternflow.pipeline.layout import chunk_key, end_of_stream_key, importance_key
+from patternflow.pipeline.producer import StreamError, load_manifest, produce, reset_stream
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.sources import source_opener
 from tests.conftest import HEADER, IMPORTANCE_HEADER, write
 
 T0 = 1_800_000_000.0

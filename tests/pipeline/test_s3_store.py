@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from patternflow.config import DetectionConfig
-from patternflow.engine import DetectionEngine
-from patternflow.s3 import S3Store
-from patternflow.state import StateConflict, StateStore
-from patternflow.store import WriteConflict
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import DetectionEngine
+from patternflow.engine.state import StateConflict, StateStore
+from patternflow.engine.store import WriteConflict
+from patternflow.pipeline.s3 import S3Store
 from tests.helpers import importance_table, transactions_table
 
 

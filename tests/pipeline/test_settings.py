@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from patternflow.settings import PipelineSettings, SettingsError, descriptions
+from patternflow.pipeline.settings import PipelineSettings, SettingsError, descriptions
 
 
 def variables(**values):

@@ -8,9 +8,9 @@ from urllib.parse import urlparse
 
 import pytest
 
+from patternflow.pipeline.s3 import S3Store, endpoint_client
+from patternflow.pipeline.settings import PipelineSettings
 from patternflow.replay import replay
-from patternflow.s3 import S3Store, endpoint_client
-from patternflow.settings import PipelineSettings
 from tests.helpers import file_rows, lively_config, read_files
 from tests.reliability.proxy import FaultProxy
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings
-from patternflow.status import read_progress
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.status import read_progress
 from tests.airflow_runs import AIRFLOW, PROJECT, airflow
 from tests.airflow_runs import airflow_environment as shared_environment
 from tests.reliability.conftest import CHUNK, s3_files

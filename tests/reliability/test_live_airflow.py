@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from patternflow.launcher import (
+from patternflow.local.launcher import (
     LaunchOptions,
     Processes,
     airflow_environment,
@@ -39,9 +39,9 @@ from patternflow.launcher import (
     wait_for_airflow,
     wait_until,
 )
-from patternflow.s3 import S3Store
-from patternflow.settings import PipelineSettings
-from patternflow.status import read_progress
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.status import read_progress
 from tests.helpers import free_port, lively_environment
 from tests.reliability.conftest import replay_files, s3_files
 

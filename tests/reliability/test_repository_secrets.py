@@ -25,8 +25,8 @@ PATTERNS = {
 
 ALLOWED = {
     # the embedded S3 server accepts any credentials; these never leave the machine (launcher.py says so)
-    ("include/patternflow/launcher.py", 'ACCESS_KEY = "embedded-s3-access-key"'),
-    ("include/patternflow/launcher.py", 'SECRET_KEY = "embedded-s3-secret-key"'),
+    ("include/patternflow/local/launcher.py", 'ACCESS_KEY = "embedded-s3-access-key"'),
+    ("include/patternflow/local/launcher.py", 'SECRET_KEY = "embedded-s3-secret-key"'),
 }
 
 

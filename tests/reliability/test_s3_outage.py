@@ -16,10 +16,10 @@ from typing import TypeVar
 import pytest
 from botocore.exceptions import BotoCoreError
 
-from patternflow.detector import DetectionReport, detect
-from patternflow.orchestration import DEFAULT_ARGS
-from patternflow.producer import produce
-from patternflow.sources import source_opener
+from patternflow.pipeline.detector import DetectionReport, detect
+from patternflow.pipeline.orchestration import DEFAULT_ARGS
+from patternflow.pipeline.producer import produce
+from patternflow.pipeline.sources import source_opener
 from tests.helpers import lively_config
 from tests.reliability.conftest import CHUNK, proxied_store, s3_files, stream_settings
 

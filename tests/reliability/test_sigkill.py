@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from patternflow.detector import detect
-from patternflow.producer import produce
-from patternflow.s3 import S3Store
-from patternflow.sources import source_opener
-from patternflow.state import StateStore
+from patternflow.engine.state import StateStore
+from patternflow.pipeline.detector import detect
+from patternflow.pipeline.producer import produce
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.sources import source_opener
 from tests.helpers import lively_config
 from tests.reliability.conftest import CHUNK, s3_files, stream_settings
 
@@ -32,9 +32,9 @@ pytestmark = pytest.mark.slow
 DRIVER = textwrap.dedent(
     """
     import sys
-    from patternflow.detector import detect
-    from patternflow.s3 import S3Store, endpoint_client
-    from patternflow.settings import PipelineSettings
+    from patternflow.pipeline.detector import detect
+    from patternflow.pipeline.s3 import S3Store, endpoint_client
+    from patternflow.pipeline.settings import PipelineSettings
     from tests.helpers import lively_config
 
     endpoint, bucket, transactions, importance, chunk = sys.argv[1:]

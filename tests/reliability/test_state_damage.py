@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from patternflow.detector import detect
-from patternflow.producer import produce
-from patternflow.s3 import S3Store
-from patternflow.sources import source_opener
+from patternflow.pipeline.detector import detect
+from patternflow.pipeline.producer import produce
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.sources import source_opener
 from tests.helpers import lively_config
 from tests.reliability.conftest import CHUNK, s3_files, stream_settings
 
@@ -46,7 +46,7 @@ def test_a_damaged_state_object_falls_back_to_the_last_intact_version(damage, sm
     for key in keys:
         store.put(key, how(store.get(key)))
 
-    with caplog.at_level(logging.ERROR, logger="patternflow.state"):
+    with caplog.at_level(logging.ERROR, logger="patternflow.engine.state"):
         report = detect(store, settings, lively_config(CHUNK))
     assert report.chunks[0] == resume_from
     assert logged in caplog.text

@@ -10,7 +10,7 @@ import pyarrow as pa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from patternflow.aggregates import PAIRS_SCHEMA, PairAggregates, _order_statistic
+from patternflow.engine.aggregates import PAIRS_SCHEMA, PairAggregates, _order_statistic
 
 
 def quantile_cont(values: list, q: Decimal) -> Fraction:
@@ -103,7 +103,7 @@ def test_upgrade_thresholds_follow_the_folds(ranks, chunks):
 def test_the_pair_index_gives_the_same_ids_dense_or_sparse(chunks, dense_cells):
     """Past its budget of cells the index turns sparse (memory follows the pairs met, not every
     possible pair); the ids do not change."""
-    import patternflow.aggregates as aggregates
+    import patternflow.engine.aggregates as aggregates
 
     empty = pa.Table.from_pylist([], schema=PAIRS_SCHEMA)
     ids = {}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patternflow import chunking
-from patternflow.chunking import ChunkedFile, assemble, chunk_count
+from patternflow.ingest import chunking
+from patternflow.ingest.chunking import ChunkedFile, assemble, chunk_count
 from tests.conftest import HEADER
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patternflow import columns
+from patternflow.ingest import columns
 from tests.helpers import lively_config
 
 NUMERIC = [pa.int8(), pa.uint8(), pa.int32(), pa.int64(), pa.float64()]
@@ -71,12 +71,12 @@ _NO_PANDAS = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from patternflow.cli import main
-    from patternflow.config import DetectionConfig
-    from patternflow.detector import detect
-    from patternflow.producer import produce
-    from patternflow.settings import PipelineSettings
-    from patternflow.sources import source_opener
-    from patternflow.store import LocalStore
+    from patternflow.engine.config import DetectionConfig
+    from patternflow.pipeline.detector import detect
+    from patternflow.pipeline.producer import produce
+    from patternflow.pipeline.settings import PipelineSettings
+    from patternflow.pipeline.sources import source_opener
+    from patternflow.engine.store import LocalStore
 
     data, work, chunk = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     config = DetectionConfig(**json.loads(sys.argv[4]))

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patternflow.config import DetectionConfig
-from patternflow.engine import ArrowInput, DetectionEngine, OutOfOrderChunk, initial_state
-from patternflow.parsing import read_importance, read_transactions
-from patternflow.state import StateStore
-from patternflow.store import LocalStore
-from patternflow.stream import commit, open_engine, write_files
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import ArrowInput, DetectionEngine, OutOfOrderChunk, initial_state
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import LocalStore
+from patternflow.engine.stream import commit, open_engine, write_files
+from patternflow.ingest.parsing import read_importance, read_transactions
 from tests.helpers import (
     ChunkClock,
     as_frames,

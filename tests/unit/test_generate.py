@@ -6,10 +6,10 @@ import duckdb
 import pyarrow.compute as pc
 import pytest
 
-from patternflow import banksim
 from patternflow.cli import main
-from patternflow.generate import generate
-from patternflow.parsing import read_importance, read_transactions
+from patternflow.ingest import banksim
+from patternflow.ingest.generate import generate
+from patternflow.ingest.parsing import read_importance, read_transactions
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from patternflow.aggregates import PAIRS_SCHEMA, PairAggregates
-from patternflow.config import DetectionConfig
-from patternflow.engine import DetectionEngine, initial_state
-from patternflow.ids import IdDictionary
-from patternflow.state import StateStore
-from patternflow.store import LocalStore
+from patternflow.engine.aggregates import PAIRS_SCHEMA, PairAggregates
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import DetectionEngine, initial_state
+from patternflow.engine.ids import IdDictionary
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import LocalStore
 from tests.helpers import importance_table, transactions_table
 
 

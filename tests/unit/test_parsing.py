@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patternflow import parsing, schema
 from patternflow.errors import InputError, Problem
-from patternflow.parsing import check_csv, parse_importance, parse_transactions, read_transactions
+from patternflow.ingest import parsing, schema
+from patternflow.ingest.parsing import check_csv, parse_importance, parse_transactions, read_transactions
 from tests.conftest import HEADER, IMPORTANCE_HEADER, write
 
 QUOTED = "0,'C1093826151','4','M','28007','M348934600','28007','es_transportation',4.55,0"

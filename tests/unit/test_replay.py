@@ -13,8 +13,8 @@ import time
 import pytest
 
 from patternflow.cli import main
-from patternflow.config import DetectionConfig
-from patternflow.parsing import read_importance, read_transactions
+from patternflow.engine.config import DetectionConfig
+from patternflow.ingest.parsing import read_importance, read_transactions
 from tests.helpers import file_rows, read_files, run_stream
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from patternflow.config import DetectionConfig
-from patternflow.engine import DetectionEngine
-from patternflow.state import StateConflict, StateError, StateStore
-from patternflow.store import LocalStore
-from patternflow.stream import open_engine
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import DetectionEngine
+from patternflow.engine.state import StateConflict, StateError, StateStore
+from patternflow.engine.store import LocalStore
+from patternflow.engine.stream import open_engine
 from tests.helpers import importance_table, transactions_table
 
 CONFIG = DetectionConfig(chunk_size=2, child_min_transactions=2)

@@ -10,8 +10,8 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patternflow import stringbytes
-from patternflow.engine import _cents, _gender_bits
+from patternflow.engine.detection_engine import _cents, _gender_bits
+from patternflow.ingest import stringbytes
 
 values = st.lists(st.one_of(st.from_regex(r"C[0-9]{0,4}", fullmatch=True), st.text(max_size=4)), max_size=30)
 
@@ -46,7 +46,7 @@ numbers = st.lists(
 
 @given(numbers, st.integers(0, 30), st.integers(0, 3), st.integers(1, 10))
 def test_the_number_shapes_are_the_slow_paths_regular_expressions(strings, cut, start, digits):
-    """The fast path's checks and the slow path's patterns (patternflow.parsing) accept the same values."""
+    """The fast path's checks and the slow path's patterns (patternflow.ingest.parsing) accept the same values."""
     column = chunked(strings, cut, start)
     whole = rf"[0-9]{{1,{digits}}}"
     assert stringbytes.all_whole_numbers(column, digits) == all(re.fullmatch(whole, s, re.ASCII) for s in strings)

@@ -18,9 +18,9 @@ from typing import Any
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import Param
 
-from patternflow.config import DetectionConfig
-from patternflow.s3 import S3Store
-from patternflow.settings import VARIABLE, PipelineSettings, descriptions
+from patternflow.engine.config import DetectionConfig
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import VARIABLE, PipelineSettings, descriptions
 
 OWNER = "patternflow"
 TAGS = ["patternflow", "banksim", "s3"]
@@ -40,7 +40,7 @@ def _variables() -> dict[str, Any]:
     """The Variable ``patternflow_settings`` (a JSON object), or nothing when it is not set."""
     from airflow.sdk import Variable
 
-    from patternflow.settings import SettingsError
+    from patternflow.pipeline.settings import SettingsError
 
     try:
         return Variable.get(VARIABLE, default=None, deserialize_json=True) or {}
@@ -56,11 +56,11 @@ def failing_at_once_on_lasting_errors() -> Iterator[None]:
     retried as usual."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from patternflow.engine.state import StateError
     from patternflow.errors import InputError
-    from patternflow.producer import StreamError
-    from patternflow.settings import SettingsError
-    from patternflow.sources import SourceError
-    from patternflow.state import StateError
+    from patternflow.pipeline.producer import StreamError
+    from patternflow.pipeline.settings import SettingsError
+    from patternflow.pipeline.sources import SourceError
 
     try:
         yield
@@ -152,7 +152,7 @@ class NextChunkSensor(S3KeySensor):
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from patternflow.status import expected_key, open_gap, read_progress
+        from patternflow.pipeline.status import expected_key, open_gap, read_progress
 
         with failing_at_once_on_lasting_errors():
             settings = settings_for(context["params"])

@@ -25,10 +25,10 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from patternflow.settings import PipelineSettings
-from patternflow.store import ObjectStore
-from patternflow.stream_view import RowCounts, build_view
-from patternflow.view_html import render_sections, stylesheet
+from patternflow.engine.store import ObjectStore
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.web.stream_view import RowCounts, build_view
+from patternflow.web.view_html import render_sections, stylesheet
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ ICON = (
 
 def page() -> str:
     """The page, its stylesheet and script inlined (one request, and nothing to resolve behind a proxy)."""
-    web = resources.files("patternflow").joinpath("web")
+    web = resources.files("patternflow.web").joinpath("assets")
     script = web.joinpath("page.js").read_text().replace("__REFRESH_MS__", str(int(REFRESH_SECONDS * 1000)))
     return web.joinpath("page.html").read_text().replace("/*STYLE*/", stylesheet()).replace("/*SCRIPT*/", script)
 

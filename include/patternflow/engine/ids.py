@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from patternflow import columns
+from patternflow.ingest import columns
 
 NAMES_SCHEMA = pa.schema([("name", pa.string())])
 

@@ -29,11 +29,11 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from patternflow.clock import iso_ist, now_ist
-from patternflow.config import DetectionConfig
-from patternflow.engine import EngineState
+from patternflow.engine.clock import iso_ist, now_ist
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import EngineState
+from patternflow.engine.store import ObjectStore, WriteConflict
 from patternflow.errors import PatternflowError
-from patternflow.store import ObjectStore, WriteConflict
 
 log = logging.getLogger(__name__)
 

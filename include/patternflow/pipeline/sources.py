@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from patternflow.errors import PatternflowError
-from patternflow.s3 import S3Store
-from patternflow.settings import split_s3_uri
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import split_s3_uri
 
 
 class SourceError(PatternflowError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from patternflow.layout import PATTERNS
+from patternflow.pipeline.layout import PATTERNS
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 40

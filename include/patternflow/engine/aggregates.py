@@ -29,11 +29,11 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
-from patternflow import columns
+from patternflow.ingest import columns
 
 PAIRS_SCHEMA = pa.schema(
     [
-        ("merchant", pa.int32()),  # merchant id (patternflow.ids)
+        ("merchant", pa.int32()),  # merchant id (patternflow.engine.ids)
         ("customer", pa.int32()),  # customer id
         ("n", pa.int64()),  # n(c, m): transactions of the customer with the merchant
         ("cents", pa.int64()),  # their total amount, in cents (exact)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from patternflow.engine.store import ObjectStore
 from patternflow.errors import PatternflowError
-from patternflow.settings import PipelineSettings
-from patternflow.store import ObjectStore
-from patternflow.stream_view import build_view
-from patternflow.view_html import render_sections, stylesheet
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.web.stream_view import build_view
+from patternflow.web.view_html import render_sections, stylesheet
 
 TITLE = "Pattern detections"
 

@@ -42,8 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from patternflow import columns, schema, stringbytes
 from patternflow.errors import InputError, Problem
+from patternflow.ingest import columns, schema, stringbytes
 
 _BOM = b"\xef\xbb\xbf"
 _MAX_SHOWN_VALUE = 40

@@ -21,12 +21,12 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from patternflow.detections import DETECTION_FILE, FILE_HEADER, PENDING_SCHEMA
-from patternflow.layout import PATTERNS
-from patternflow.settings import PipelineSettings
-from patternflow.state import StateStore
-from patternflow.status import read_chunk_metrics, read_progress
-from patternflow.store import ObjectStore
+from patternflow.engine.detections import DETECTION_FILE, FILE_HEADER, PENDING_SCHEMA
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import ObjectStore
+from patternflow.pipeline.layout import PATTERNS
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.status import read_chunk_metrics, read_progress
 
 LATEST_ROWS = 20
 """How many of the newest detection rows the view carries."""

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from html import escape
 from importlib import resources
 
-from patternflow.charts import detections_chart, lag_chart
-from patternflow.detections import FILE_HEADER
+from patternflow.engine.detections import FILE_HEADER
+from patternflow.web.charts import detections_chart, lag_chart
 
 
 def stylesheet() -> str:
-    return resources.files("patternflow").joinpath("web/style.css").read_text()
+    return resources.files("patternflow.web").joinpath("assets/style.css").read_text()
 
 
 def render_sections(view: dict) -> str:

@@ -22,14 +22,14 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 
-from patternflow.chunking import ChunkedFile, assemble
-from patternflow.clock import iso_ist_epoch
+from patternflow.engine.clock import iso_ist_epoch
+from patternflow.engine.store import ObjectStore
 from patternflow.errors import PatternflowError
-from patternflow.layout import chunk_key, end_of_stream_key, importance_key, manifest_key, quarantined_chunk_key
-from patternflow.parsing import parse_importance, parse_transactions
-from patternflow.settings import PREFIXES, PipelineSettings
-from patternflow.sources import SourceOpener
-from patternflow.store import ObjectStore
+from patternflow.ingest.chunking import ChunkedFile, assemble
+from patternflow.ingest.parsing import parse_importance, parse_transactions
+from patternflow.pipeline.layout import chunk_key, end_of_stream_key, importance_key, manifest_key, quarantined_chunk_key
+from patternflow.pipeline.settings import PREFIXES, PipelineSettings
+from patternflow.pipeline.sources import SourceOpener
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-from patternflow.layout import (
+from patternflow.engine.store import ObjectStore
+from patternflow.pipeline.layout import (
     PATTERNS,
     chunk_key,
     current_state_key,
@@ -19,8 +20,7 @@ from patternflow.layout import (
     metrics_prefix,
     quarantined_chunk_key,
 )
-from patternflow.settings import PipelineSettings
-from patternflow.store import ObjectStore
+from patternflow.pipeline.settings import PipelineSettings
 
 
 @dataclass

@@ -4,7 +4,7 @@
 -- customers with n >= 1).
 --
 -- The thresholds come as exact order statistics, kept up to date by the engine as chunks are
--- folded (patternflow.aggregates), on each row of `candidates` (Arrow) beside the pair's own
+-- folded (patternflow.engine.aggregates), on each row of `candidates` (Arrow) beside the pair's own
 -- values: merchant_p90_n is the least count that is >= P90, merchant_w10_rank the greatest
 -- weight rank that is <= W10, weight_rank being the exact rank of weight(c, m) among the
 -- merchant's weights (from 1; -1 when undefined). `candidates` holds every pair that can newly

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from patternflow.errors import PatternflowError
-from patternflow.s3 import S3Store, endpoint_client
-from patternflow.settings import PipelineSettings
-from patternflow.status import StreamProgress, read_chunk_metrics, read_progress
+from patternflow.pipeline.s3 import S3Store, endpoint_client
+from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.status import StreamProgress, read_chunk_metrics, read_progress
 
 DAG_IDS = ("transaction_producer", "pattern_detection")
 # The embedded server accepts any credentials; these never leave this machine. They are not the
@@ -103,7 +103,7 @@ def find_project(start: Path | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "dags").is_dir() and (folder / "include" / "patternflow").is_dir():
             return folder
-    package_root = Path(__file__).resolve().parents[2]
+    package_root = Path(__file__).resolve().parents[3]
     if (package_root / "dags").is_dir():
         return package_root
     raise LaunchError(f"no patternflow project (a folder with dags/ and include/patternflow/) at or above {here}")
@@ -200,7 +200,7 @@ def wait_for_airflow(options: LaunchOptions, started: Processes) -> tuple[str, s
 
 def _start_distributed(options: LaunchOptions, env: dict[str, str], started: Processes, out: IO[str]) -> None:
     """PostgreSQL, Redis, then Airflow's components one by one with two Celery workers."""
-    from patternflow import services
+    from patternflow.local import services
 
     run_dir = options.project / ".run"
     print(f"starting PostgreSQL on 127.0.0.1:{options.pg_port} and Redis on 127.0.0.1:{options.redis_port} ...", file=out, flush=True)
@@ -342,7 +342,7 @@ def _ensure_data(data: Path, out: IO[str]) -> None:
             f"{data}/ holds {present[0]} but no {missing}: place both real files there, or remove {present[0]} "
             "to have BankSim-shaped ones generated"
         )
-    from patternflow.generate import generate
+    from patternflow.ingest.generate import generate
 
     print(f"no transactions.csv and CustomerImportance.csv in {data}/: generating BankSim-shaped ones ...", file=out, flush=True)
     generate(data, seed=0)
@@ -389,7 +389,7 @@ def airflow_environment(options: LaunchOptions, endpoint: str) -> dict[str, str]
         }
     )
     if options.distributed:
-        from patternflow.services import database_url
+        from patternflow.local.services import database_url
 
         database = database_url(options.pg_port)
         env.update(

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import cache
 from typing import Any
 
-from patternflow.config import DetectionConfig
+from patternflow.engine.config import DetectionConfig
 from patternflow.errors import PatternflowError
 
 VARIABLE = "patternflow_settings"

@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from patternflow.clock import Clock, now_ist
-from patternflow.config import DetectionConfig
-from patternflow.detections import DetectionFile
-from patternflow.engine import DetectionEngine
-from patternflow.state import StateError, StateStore
-from patternflow.store import ObjectStore
+from patternflow.engine.clock import Clock, now_ist
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import DetectionEngine
+from patternflow.engine.detections import DetectionFile
+from patternflow.engine.state import StateError, StateStore
+from patternflow.engine.store import ObjectStore
 
 
 def open_engine(

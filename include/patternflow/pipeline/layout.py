@@ -6,7 +6,7 @@ without importing the engine.
 
 from __future__ import annotations
 
-from patternflow.settings import PipelineSettings
+from patternflow.pipeline.settings import PipelineSettings
 
 STREAM_MANIFEST = "_stream.json"
 """Written once when the producer starts a stream: its source, size, chunk offsets and pace."""

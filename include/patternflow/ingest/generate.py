@@ -1,7 +1,7 @@
 """A synthetic BankSim: transactions.csv and CustomerImportance.csv with the real files' shape.
 
 The real files cannot be shipped, so this builds data with the same format and the figures in
-``patternflow.banksim``: rows per step growing over time, 50 merchants of the published sizes,
+``patternflow.ingest.banksim``: rows per step growing over time, 50 merchants of the published sizes,
 the category and gender mixes, per-category amount distributions, fraud, and heavy-tailed
 customers who mostly use the two transportation merchants. One merchant attracts more men than
 women, so DEI-NEEDED fires; customers' amounts vary naturally, so a few dozen heavy customers
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from patternflow import banksim
+from patternflow.ingest import banksim
 
 TRANSACTIONS_FILE = "transactions.csv"
 IMPORTANCE_FILE = "CustomerImportance.csv"

@@ -2,7 +2,7 @@
 
 Plain Python over Arrow tables and an in-process DuckDB; no Airflow, no S3. The SQL lives in
 ``sql/``, one query a file. The caller decides where chunks come from, where detection files
-go and when the state is committed (``patternflow.state``).
+go and when the state is committed (``patternflow.engine.state``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from patternflow import columns, stringbytes
-from patternflow.aggregates import CANDIDATES_SCHEMA, FEMALE, MALE, MERCHANTS_SCHEMA, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
-from patternflow.clock import Clock, iso_ist, now_ist
-from patternflow.config import DetectionConfig
-from patternflow.detections import Detection, DetectionFile, pending_rows, pending_table
-from patternflow.ids import IdDictionary
+from patternflow.engine.aggregates import CANDIDATES_SCHEMA, FEMALE, MALE, MERCHANTS_SCHEMA, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
+from patternflow.engine.clock import Clock, iso_ist, now_ist
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detections import Detection, DetectionFile, pending_rows, pending_table
+from patternflow.engine.ids import IdDictionary
+from patternflow.ingest import columns, stringbytes
 
 PATTERNS = ("PatId1", "PatId2", "PatId3")
 FOLDED_COLUMNS = ("customer", "gender", "merchant", "amount")
@@ -72,7 +72,7 @@ _Result = TypeVar("_Result")
 @cache
 def sql(name: str) -> str:
     """The text of ``sql/<name>.sql``."""
-    return resources.files("patternflow").joinpath("sql", f"{name}.sql").read_text()
+    return resources.files("patternflow.engine").joinpath("sql", f"{name}.sql").read_text()
 
 
 @dataclass
@@ -80,11 +80,11 @@ class EngineState:
     """Everything the engine needs to continue a stream, as Arrow tables and counters."""
 
     customers: pa.Table
-    """Customer names; a customer's id is its row (``patternflow.ids``)."""
+    """Customer names; a customer's id is its row (``patternflow.engine.ids``)."""
     merchants: pa.Table
     """Merchant names; a merchant's id is its row."""
     pairs: pa.Table
-    """The aggregates, one row per (merchant, customer) pair (``patternflow.aggregates``)."""
+    """The aggregates, one row per (merchant, customer) pair (``patternflow.engine.aggregates``)."""
     emitted: pa.Table
     pending: pa.Table
     chunks_folded: int = 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from patternflow import columns
+from patternflow.ingest import columns
 
 FILE_HEADER = ("YStartTime", "detectionTime", "patternId", "ActionType", "customerName", "MerchantId")
 

@@ -27,12 +27,16 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from patternflow import columns, schema
-from patternflow.clock import Clock, now_ist
-from patternflow.config import DetectionConfig
-from patternflow.engine import FOLDED_COLUMNS, WEIGHT_COLUMNS
+from patternflow.engine.clock import Clock, now_ist
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import ObjectStore
+from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.errors import InputError
-from patternflow.layout import (
+from patternflow.ingest import columns, schema
+from patternflow.ingest.parsing import check_csv, parse_importance
+from patternflow.pipeline.layout import (
     PATTERNS,
     chunk_key,
     conflict_key,
@@ -44,12 +48,8 @@ from patternflow.layout import (
     quarantine_report_key,
     quarantined_chunk_key,
 )
-from patternflow.parsing import check_csv, parse_importance
-from patternflow.producer import load_manifest
-from patternflow.settings import PipelineSettings
-from patternflow.state import StateStore
-from patternflow.store import ObjectStore
-from patternflow.stream import commit, open_engine, write_files
+from patternflow.pipeline.producer import load_manifest
+from patternflow.pipeline.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from patternflow.store import StoredObject, WriteConflict
+from patternflow.engine.store import StoredObject, WriteConflict
 
 WRITTEN_AT = "written-at"
 _CONFLICTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")

@@ -62,3 +62,20 @@ def airflow(env: dict[str, str], *args: str) -> str:
     result = subprocess.run([AIRFLOW, *args], capture_output=True, text=True, env=env, timeout=300, cwd=PROJECT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result.stdout + result.stderr
+
+
+def asset_events(env: dict[str, str]) -> list[dict]:
+    """Every asset event in the metadata database of ``env``'s Airflow, oldest first: the asset's
+    URI, the task that emitted it and its extra."""
+    query = """
+import json
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.utils.session import create_session
+with create_session() as session:
+    rows = session.query(AssetModel.uri, AssetEvent.source_dag_id, AssetEvent.source_task_id, AssetEvent.extra).join(
+        AssetModel, AssetModel.id == AssetEvent.asset_id).order_by(AssetEvent.id).all()
+print(json.dumps([dict(uri=u, dag_id=d, task_id=t, extra=e) for u, d, t, e in rows]))
+"""
+    result = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=env, timeout=120, cwd=PROJECT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

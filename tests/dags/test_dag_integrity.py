@@ -66,6 +66,25 @@ def test_the_detector_runs_continuously_behind_a_deferrable_s3_sensor(dagbag):
         assert form[name] is None and form.get_param(name).description  # the same stream as the producer's form
 
 
+def test_the_assets_draw_producer_chunks_detector_detections(dagbag):
+    """The Assets view shows the stream's lineage: the producer writes the chunks' prefix, the
+    detection task reads it and writes the detections' prefix; no DAG is scheduled on them."""
+    from airflow.sdk import Asset
+
+    from patternflow.pipeline.settings import PipelineSettings
+
+    deployment = PipelineSettings.resolve()
+    chunks = Asset(f"s3://{deployment.bucket}/transaction_chunks/")
+    detections = Asset(f"s3://{deployment.bucket}/output_detections/")
+    upload = dagbag.dags["transaction_producer"].get_task("upload_due_chunks")
+    detect = dagbag.dags["pattern_detection"].get_task("detect_patterns")
+    assert upload.outlets == [chunks] and upload.inlets == []
+    assert detect.inlets == [chunks] and detect.outlets == [detections]
+    assert dagbag.dags["pattern_detection"].get_task("wait_for_next_chunk").outlets == []
+    for dag in dagbag.dags.values():
+        assert type(dag.timetable).__name__ != "AssetTriggeredTimetable", dag.dag_id  # the sensor schedules detection
+
+
 def test_the_reset_dag_runs_only_when_triggered(dagbag):
     dag = dagbag.dags["stream_reset"]
     assert dag.schedule is None

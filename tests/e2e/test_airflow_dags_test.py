@@ -11,7 +11,7 @@ from patternflow.pipeline.s3 import S3Store
 from patternflow.pipeline.settings import PipelineSettings
 from patternflow.pipeline.status import read_progress
 from patternflow.replay import replay
-from tests.airflow_runs import AIRFLOW, airflow, airflow_environment
+from tests.airflow_runs import AIRFLOW, airflow, airflow_environment, asset_events
 from tests.helpers import file_rows, lively_config, read_files
 
 CHUNK = 5_000
@@ -47,6 +47,17 @@ def test_dags_test_streams_the_file_and_detects_what_replay_detects(airflow_env,
     got = {k.rsplit("/", 1)[1]: [row[2:] for row in file_rows(store.get(k).decode())] for k in store.list(settings.output_prefix)}
     assert got == expected
     assert len(got) == 3
+
+    events = asset_events(airflow_env)
+    chunks_uri, detections_uri = f"s3://{bucket}/transaction_chunks", f"s3://{bucket}/output_detections"
+    uploads = [e for e in events if e["uri"] == chunks_uri]
+    assert [(e["dag_id"], e["task_id"]) for e in uploads] == [("transaction_producer", "upload_due_chunks")]
+    assert uploads[0]["extra"]["chunks"] == list(range(12))
+    detections = [e for e in events if e["uri"] == detections_uri]
+    assert {(e["dag_id"], e["task_id"]) for e in detections} == {("pattern_detection", "detect_patterns")}
+    assert [c for e in detections for c in e["extra"]["chunks"]] == list(range(12))
+    assert sorted(f.rsplit("/", 1)[1] for e in detections for f in e["extra"]["files"]) == sorted(got)
+    assert len(events) == len(uploads) + len(detections) == 1 + runs
 
     log = airflow(airflow_env, "dags", "test", "pattern_detection")
     assert "the stream is finished: nothing to wait for" in log

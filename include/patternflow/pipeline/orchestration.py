@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import Param
+from airflow.sdk import Asset, Param
 
 from patternflow.engine.config import DetectionConfig
 from patternflow.pipeline.s3 import S3Store
@@ -77,6 +77,25 @@ def detection_settings_for(params: Mapping[str, Any] | None = None) -> tuple[Pip
     """The settings and the pattern thresholds, from one Variable lookup."""
     variables = _variables()
     return PipelineSettings.resolve(params, variables), PipelineSettings.detection_config(variables)
+
+
+def chunks_asset(settings: PipelineSettings) -> Asset:
+    """``s3://<bucket>/<chunks_prefix>``: what the producer writes and the detector reads.
+
+    Assets are declared when a DAG file is parsed, so they name the deployment's stream (the
+    environment's settings and the defaults), not one a trigger form points elsewhere. They only
+    draw the lineage in the UI's Assets view: the sensor, not the asset, schedules detection."""
+    return Asset(f"s3://{settings.bucket}/{settings.chunks_prefix}")
+
+
+def detections_asset(settings: PipelineSettings) -> Asset:
+    """``s3://<bucket>/<output_prefix>``: the 50-row detection files the detector writes."""
+    return Asset(f"s3://{settings.bucket}/{settings.output_prefix}")
+
+
+def describe_asset_event(context: Mapping[str, Any], asset: Asset, extra: dict[str, Any]) -> None:
+    """What this run added to ``asset``, shown with its event in the Assets view."""
+    context["outlet_events"][asset].extra = extra
 
 
 def s3_client(settings: PipelineSettings) -> Any:

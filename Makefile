@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run run-distributed data lock clean bench bench-quiet bench-e2e bench-load
+.PHONY: install test lint run run-distributed data lock clean bench bench-quiet bench-e2e bench-load compose-env docs
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The documentation site (mkdocs.yml, docs/) into site/; strict: a broken link or a page left out of nav fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 # Synthetic BankSim files, unless real ones are already in $(DATA)/.
 data: $(STAMP)
 	@if [ -f $(DATA)/transactions.csv ] && [ -f $(DATA)/CustomerImportance.csv ]; then \
@@ -42,6 +46,12 @@ run: $(STAMP)
 # (apt-get install postgresql redis-server), CeleryExecutor, two workers; state under .run/.
 run-distributed: $(STAMP)
 	$(BIN)/patternflow run --distributed --data $(DATA) --output $(OUTPUT) $(RUN_FLAGS)
+
+# The compose deployment's .env: .env.example with every secret freshly generated (an existing .env
+# is never overwritten). Needs only python3: make compose-env && docker compose up
+ENV_FILE ?= .env
+compose-env:
+	$(PYTHON) include/patternflow/local/compose_env.py --example .env.example --out $(ENV_FILE)
 
 # Regenerate the lock from the current virtualenv after changing requirements*.txt.
 lock: $(STAMP)

@@ -8,12 +8,14 @@ is set, as in CI, where they fail instead.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import fields
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -57,10 +59,25 @@ def example_env() -> dict[str, str]:
     return read_env_file(ENV_EXAMPLE)
 
 
+def make_compose_env(env_file: Path) -> subprocess.CompletedProcess:
+    """``make compose-env``, as a user runs it, writing ``env_file`` instead of the project's .env."""
+    command = ["make", "--no-print-directory", "compose-env", f"ENV_FILE={env_file}"]
+    return subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+
+
 @pytest.fixture(scope="module")
-def filled_env(example_env) -> dict[str, str]:
-    """.env.example with its empty (required) values filled in, as a user's .env would be."""
-    return {name: value or f"filled{name.lower().replace('_', '')}" for name, value in example_env.items()}
+def generated_env_file(tmp_path_factory) -> Path:
+    """The .env that ``make compose-env`` writes: .env.example with fresh secrets."""
+    env_file = tmp_path_factory.mktemp("compose-env") / ".env"
+    result = make_compose_env(env_file)
+    assert result.returncode == 0, result.stderr
+    return env_file
+
+
+@pytest.fixture(scope="module")
+def filled_env(generated_env_file) -> dict[str, str]:
+    """A user's .env, as ``make compose-env`` writes it."""
+    return read_env_file(generated_env_file)
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +153,40 @@ def test_a_fresh_copy_of_env_example_is_refused_until_the_secrets_are_filled_in(
         interpolate(raw, example_env)
 
 
-def test_docker_compose_config_accepts_the_file(tmp_path, filled_env):
+def test_make_compose_env_fills_every_secret_afresh_and_keeps_the_rest(generated_env_file, example_env, tmp_path):
+    filled = read_env_file(generated_env_file)
+    secrets_made = {name for name, value in example_env.items() if not value}
+    assert set(filled) == set(example_env)
+    assert {name: filled[name] for name in example_env if name not in secrets_made} == {
+        name: value for name, value in example_env.items() if name not in secrets_made
+    }
+    for name in secrets_made:
+        assert re.fullmatch(r"[A-Za-z0-9_=-]{32,}", filled[name]), name  # safe in a database URL and in JSON
+    assert len(base64.urlsafe_b64decode(filled["AIRFLOW_FERNET_KEY"])) == 32  # a Fernet key
+    assert len({filled[name] for name in secrets_made}) == len(secrets_made)
+    assert generated_env_file.stat().st_mode & 0o077 == 0, "the secrets are readable by their owner only"
+    assert generated_env_file.read_text().count("#") == ENV_EXAMPLE.read_text().count("#"), "the comments are kept"
+
+    again = tmp_path / ".env"
+    assert make_compose_env(again).returncode == 0
+    assert all(read_env_file(again)[name] != filled[name] for name in secrets_made), "every run generates new secrets"
+
+
+def test_make_compose_env_never_overwrites_an_existing_env(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("POSTGRES_PASSWORD=kept\n")
+    result = make_compose_env(env_file)
+    assert result.returncode != 0
+    assert f"{env_file} exists already" in result.stderr
+    assert env_file.read_text() == "POSTGRES_PASSWORD=kept\n"
+
+
+def test_docker_compose_config_accepts_the_file(tmp_path, generated_env_file):
     """The real parser: `docker-compose config` validates and interpolates without an engine."""
     command = shutil.which("docker-compose")
     if not command:
         missing("docker-compose")
-    env_file = tmp_path / ".env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in filled_env.items()))
+    env_file = generated_env_file
     result = subprocess.run(
         [
             command,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import sys
 import time
 from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING
+
+from rich_argparse import RichHelpFormatter
 
 from patternflow.errors import PatternflowError
 from patternflow.ingest import banksim
+
+if TYPE_CHECKING:
+    from patternflow.replay import ReplaySummary
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -26,6 +34,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from patternflow.console import ReplayProgress, console_for
     from patternflow.pipeline.settings import PipelineSettings
     from patternflow.replay import replay
 
@@ -33,18 +42,44 @@ def _replay(args: argparse.Namespace) -> int:
     config = PipelineSettings.detection_config(with_chunk_size=True)
     if args.chunk_size is not None:
         config = replace(config, chunk_size=args.chunk_size)
-    progress = _Progress(sys.stderr)
-    summary = replay(
-        args.transactions, args.importance, args.out, config, args.state, on_chunk=progress.update, commit_every=args.commit_every
-    )
-    progress.close()
-    by_pattern = ", ".join(f"{p} {n}" for p, n in summary.detections_by_pattern.items())
-    resumed = f" (resumed at chunk {summary.first_chunk})" if summary.first_chunk else ""
-    print(
-        f"replayed {summary.chunks} chunks{resumed}, {summary.rows:,} rows in {summary.seconds:.2f} s: "
-        f"{summary.detections} detections ({by_pattern}), {len(summary.files)} files in {args.out}"
-    )
+    errors = console_for(sys.stderr)
+    # on a terminal a bar on stderr; elsewhere nothing until the summary, as in a CI log
+    with ReplayProgress(errors) if errors.is_terminal else contextlib.nullcontext() as progress:
+        summary = replay(
+            args.transactions,
+            args.importance,
+            args.out,
+            config,
+            args.state,
+            on_chunk=progress.update if progress else None,
+            commit_every=args.commit_every,
+        )
+    _replay_summary(summary, args.out, sys.stdout)
     return 0
+
+
+def _replay_summary(summary: ReplaySummary, out: str, stream: IO[str]) -> None:
+    """A table on a terminal, else the one line scripts and logs read."""
+    from patternflow.console import console_for, detection_figures, figures_table
+
+    console = console_for(stream)
+    if not console.is_terminal:
+        by_pattern = ", ".join(f"{p} {n}" for p, n in summary.detections_by_pattern.items())
+        resumed = f" (resumed at chunk {summary.first_chunk})" if summary.first_chunk else ""
+        print(
+            f"replayed {summary.chunks} chunks{resumed}, {summary.rows:,} rows in {summary.seconds:.2f} s: "
+            f"{summary.detections} detections ({by_pattern}), {len(summary.files)} files in {out}",
+            file=stream,
+        )
+        return
+    figures = [
+        ("chunks", f"{summary.chunks:,}" + (f" (resumed at chunk {summary.first_chunk:,})" if summary.first_chunk else "")),
+        ("rows", f"{summary.rows:,}"),
+        *detection_figures(summary.detections_by_pattern),
+        ("detection files", f"{len(summary.files):,} in {out}"),
+        ("wall time", f"{summary.seconds:.2f} s"),
+    ]
+    console.print(figures_table("replay complete", figures))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -144,38 +179,19 @@ def _s3_server(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent when output is not a terminal."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.detections = 0
-
-    def update(self, result, total: int) -> None:
-        self.detections += sum(result.new_detections.values())
-        if self.live:
-            done = result.index + 1
-            bar = "#" * (30 * done // total)
-            self.stream.write(f"\r[{bar:<30}] chunk {done}/{total}, {self.detections} detections")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.live:
-            self.stream.write("\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="patternflow", description=__doc__)
+    parser = argparse.ArgumentParser(prog="patternflow", description=__doc__, formatter_class=RichHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    # argparse gives a subcommand's parser the default formatter, not its parent's
+    command = functools.partial(commands.add_parser, formatter_class=RichHelpFormatter)
 
-    gen = commands.add_parser("generate", help="write synthetic BankSim transactions.csv and CustomerImportance.csv")
+    gen = command("generate", help="write synthetic BankSim transactions.csv and CustomerImportance.csv")
     gen.add_argument("--out", required=True, help="folder to write the two files into")
     gen.add_argument("--seed", type=_seed, default=0, help="random seed; the same seed gives the same bytes (default 0)")
     gen.add_argument("--rows", type=_positive, default=banksim.ROWS, help=f"number of transactions (default {banksim.ROWS:,})")
     gen.set_defaults(handler=_generate)
 
-    rep = commands.add_parser(
+    rep = command(
         "replay",
         help="run a whole transactions file through the engine and write the detection files",
         epilog="The pattern thresholds are read from PATTERNFLOW_<NAME> environment variables, as by the pipeline.",
@@ -193,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(handler=_replay)
 
-    run = commands.add_parser("run", help="run the whole pipeline locally: an S3 server on 127.0.0.1, Airflow standalone, the two DAGs")
+    run = command("run", help="run the whole pipeline locally: an S3 server on 127.0.0.1, Airflow standalone, the two DAGs")
     run.add_argument(
         "--data", default="data", help="folder with transactions.csv and CustomerImportance.csv; generated if missing (default data/)"
     )
@@ -227,19 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--redis-port", type=_positive, default=6380, help="with --distributed: Redis port on 127.0.0.1 (default 6380)")
     run.set_defaults(handler=_run)
 
-    reset = commands.add_parser("reset", help="remove one stream's chunks, reference data, state and detections from its bucket")
+    reset = command("reset", help="remove one stream's chunks, reference data, state and detections from its bucket")
     reset.add_argument("--endpoint-url", help="S3 endpoint (MinIO, the embedded server); default: AWS")
     reset.add_argument("--bucket", help="bucket (default: PATTERNFLOW_BUCKET or patternflow)")
     reset.set_defaults(handler=_reset)
 
-    s3 = commands.add_parser(
-        "s3-server", help="an S3 server on 127.0.0.1 with the bucket in it, in memory, for airflow dags test and the like"
-    )
+    s3 = command("s3-server", help="an S3 server on 127.0.0.1 with the bucket in it, in memory, for airflow dags test and the like")
     s3.add_argument("--port", type=_positive, default=5055, help="port on 127.0.0.1 (default 5055, make run's)")
     s3.add_argument("--bucket", help="bucket to create (default: PATTERNFLOW_BUCKET or patternflow)")
     s3.set_defaults(handler=_s3_server)
 
-    report = commands.add_parser(
+    report = command(
         "report", help="write a stream's progress, lag and detections (the UI page's figures and plots) to a standalone HTML file"
     )
     report.add_argument("--out", required=True, help="the HTML file to write")

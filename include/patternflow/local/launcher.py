@@ -35,8 +35,16 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from patternflow.console import console_for, detection_figures, figures_table
 from patternflow.errors import PatternflowError
 from patternflow.pipeline.s3 import S3Store, endpoint_client
 from patternflow.pipeline.settings import PipelineSettings
@@ -222,42 +230,42 @@ def _start_distributed(options: LaunchOptions, env: dict[str, str], started: Pro
 
 
 def _watch(options, settings, store, api, password, stop, started, out) -> int:
-    display = _Display(out)
     deadline = time.monotonic() + options.timeout if options.timeout else None
     began = time.time()
     exported = False
-    while not stop.is_set():
-        for process in started:
-            if process.poll() is not None:
+    # closed on any way out, an error's too: a live display hides the cursor until it is closed
+    with contextlib.closing(_display(out)) as display:
+        while not stop.is_set():
+            for process in started:
+                if process.poll() is not None:
+                    raise LaunchError(f"{' '.join(process.args[:3])} exited with code {process.returncode}; see the logs in {options.home}")
+            progress = read_progress(store, settings, count_uploads=True)
+            metrics = read_chunk_metrics(store, settings) if progress.chunks_folded else []
+            display.show(progress, metrics)
+            failed = _failed_runs(api, password, began)
+            if failed:
                 display.close()
-                raise LaunchError(f"{' '.join(process.args[:3])} exited with code {process.returncode}; see the logs in {options.home}")
-        progress = read_progress(store, settings, count_uploads=True)
-        metrics = read_chunk_metrics(store, settings) if progress.chunks_folded else []
-        display.show(progress, metrics)
-        failed = _failed_runs(api, password, began)
-        if failed:
-            display.close()
-            print(f"stream failed: {failed}; see the task logs in the UI", file=out, flush=True)
-            if options.exit_when_done:
+                print(f"stream failed: {failed}; see the task logs in the UI", file=out, flush=True)
+                if options.exit_when_done:
+                    return 1
+            if progress.finished and not exported:
+                display.close()
+                files = export(store, settings, options.output)
+                _summary(progress, metrics, files, options.output, out)
+                if options.metrics:
+                    options.metrics.write_text(json.dumps(metrics, indent=1))
+                exported = True
+                if options.exit_when_done:
+                    return 0
+                print("the stream is complete; the UI stays up until Ctrl-C", file=out, flush=True)
+            if deadline and time.monotonic() > deadline:
+                display.close()
+                print(f"the stream did not complete within {options.timeout:.0f} s", file=out, flush=True)
                 return 1
-        if progress.finished and not exported:
-            display.close()
-            files = export(store, settings, options.output)
-            _summary(progress, metrics, files, options.output, out)
-            if options.metrics:
-                options.metrics.write_text(json.dumps(metrics, indent=1))
-            exported = True
-            if options.exit_when_done:
-                return 0
-            print("the stream is complete; the UI stays up until Ctrl-C", file=out, flush=True)
-        if deadline and time.monotonic() > deadline:
-            display.close()
-            print(f"the stream did not complete within {options.timeout:.0f} s", file=out, flush=True)
-            return 1
-        stop.wait(1.0)
-    display.close()
-    print("stopping ...", file=out, flush=True)
-    return 130
+            stop.wait(1.0)
+        display.close()
+        print("stopping ...", file=out, flush=True)
+        return 130
 
 
 def export(store: S3Store, settings: PipelineSettings, output: Path) -> list[Path]:
@@ -274,28 +282,71 @@ def export(store: S3Store, settings: PipelineSettings, output: Path) -> list[Pat
 
 
 def _summary(progress: StreamProgress, metrics: list[dict], files: list[Path], output: Path, out: IO[str]) -> None:
+    """A table on a terminal, else the two lines make run's callers read."""
+    console = console_for(out)
+    lags = _lags(metrics)
+    if console.is_terminal:
+        console.print(_summary_table(progress, files, output, lags))
+        return
     by_pattern = ", ".join(f"{p} {n}" for p, n in progress.detections_by_pattern.items())
     print(
         f"stream complete: {progress.chunks_folded} chunks, {progress.rows_folded:,} rows, "
         f"{progress.detections} detections ({by_pattern}), {len(files)} files copied to {output}/",
         file=out,
     )
-    lags = sorted(m["committed_at"] - m["uploaded_at"] for m in metrics if m.get("committed_at"))
     if lags:
-        print(
-            f"lag from upload to commit: median {statistics.median(lags):.2f} s, "
-            f"p95 {lags[min(len(lags) - 1, round(0.95 * (len(lags) - 1)))]:.2f} s, max {lags[-1]:.2f} s",
-            file=out,
-            flush=True,
-        )
+        print(f"lag from upload to commit: {_lag_figures(lags)}", file=out, flush=True)
 
 
-class _Display:
-    """One live line on a terminal; a line every few seconds (and at each change) otherwise."""
+def _summary_table(progress: StreamProgress, files: list[Path], output: Path, lags: list[float]) -> Table:
+    figures = [
+        ("chunks", f"{progress.chunks_folded:,}"),
+        ("rows", f"{progress.rows_folded:,}"),
+        *detection_figures(progress.detections_by_pattern),
+        ("detection files", f"{len(files):,} copied to {output}/"),
+    ]
+    if lags:
+        figures.append(("lag, upload to commit", _lag_figures(lags)))
+    return figures_table("stream complete", figures)
+
+
+def _lags(metrics: list[dict]) -> list[float]:
+    """Seconds from each committed chunk's upload to its commit, smallest first."""
+    return sorted(m["committed_at"] - m["uploaded_at"] for m in metrics if m.get("committed_at"))
+
+
+def _lag_figures(lags: list[float]) -> str:
+    p95 = lags[min(len(lags) - 1, round(0.95 * (len(lags) - 1)))]
+    return f"median {statistics.median(lags):.2f} s, p95 {p95:.2f} s, max {lags[-1]:.2f} s"
+
+
+def _latest_lag(metrics: list[dict]) -> float | None:
+    """The newest chunk's lag: to its commit, or to the end of its fold while the commit is pending."""
+    if not metrics:
+        return None
+    last = metrics[-1]
+    return (last.get("committed_at") or last["finished_at"]) - last["uploaded_at"]
+
+
+class _Display(Protocol):
+    """The stream's progress while it runs: ``show`` about every second, ``close`` before
+    anything else is printed."""
+
+    def show(self, progress: StreamProgress, metrics: list[dict]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _display(out: IO[str]) -> _Display:
+    console = console_for(out)
+    return _LiveDisplay(console) if console.is_terminal else _PlainDisplay(out)
+
+
+class _PlainDisplay:
+    """A line every few seconds (and at each change), for logs."""
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
-        self.live = out.isatty()
         self.last = ""
         self.last_time = 0.0
 
@@ -303,27 +354,58 @@ class _Display:
         if not progress.started:
             line = "waiting for the producer to start the stream ..."
         else:
-            last = metrics[-1] if metrics else None
-            lag = (last.get("committed_at") or last["finished_at"]) - last["uploaded_at"] if last else None
+            lag = _latest_lag(metrics)
             found = " ".join(f"{p}={n}" for p, n in progress.detections_by_pattern.items())
             line = (
                 f"chunks uploaded {progress.chunks_uploaded}/{progress.chunks_total}  "
                 f"processed {progress.chunks_folded}/{progress.chunks_total}  "
                 f"detections {found}  files {progress.files_written}" + (f"  lag {lag:.1f} s" if lag is not None else "")
             )
-        if self.live:
-            self.out.write("\r\x1b[2K" + line)
-            self.out.flush()
-        elif (line != self.last and time.monotonic() - self.last_time >= 5) or progress.finished:
+        if (line != self.last and time.monotonic() - self.last_time >= 5) or progress.finished:
             print(line, file=self.out, flush=True)
             self.last_time = time.monotonic()
         self.last = line
 
     def close(self) -> None:
-        if self.live and self.last:
-            self.out.write("\n")
-            self.out.flush()
-            self.last = ""
+        """Nothing to end: every line it printed is whole."""
+
+
+class _LiveDisplay:
+    """On a terminal: bars for the chunks uploaded and committed, and a line of detections,
+    files and lag, redrawn in place. Closed, its last frame stays on the screen."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live: Live | None = None
+
+    def show(self, progress: StreamProgress, metrics: list[dict]) -> None:
+        frame = _stream_frame(progress, _latest_lag(metrics))
+        if self.live is None:  # (again after a close: the loop goes on after a failed run is reported)
+            self.live = Live(frame, console=self.console, refresh_per_second=4)
+            self.live.start()
+        else:
+            self.live.update(frame)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def _stream_frame(progress: StreamProgress, lag: float | None) -> RenderableType:
+    """What ``_LiveDisplay`` draws: a spinner until the stream starts, then its two bars and a line."""
+    if not progress.started:
+        return Spinner("dots", "waiting for the producer to start the stream ...")
+    total = progress.chunks_total
+    bars = Table.grid(padding=(0, 2))
+    bars.add_column(min_width=len("detections"), style="bold")
+    for name, done in (("uploaded", progress.chunks_uploaded or 0), ("committed", progress.chunks_folded)):
+        bars.add_row(name, ProgressBar(total=total, completed=done, width=40), f"{done:,}/{total:,} chunks")
+    found = "  ".join(f"{p} {n:,}" for p, n in progress.detections_by_pattern.items())
+    status = Text.assemble(("detections", "bold"), f"  {found}  files {progress.files_written:,}")
+    if lag is not None:
+        status.append(f"  lag {lag:.1f} s")
+    return Group(bars, status)
 
 
 _DATA_FILES = ("transactions.csv", "CustomerImportance.csv")

@@ -9,8 +9,9 @@ those below it (``make lint`` enforces this with import-linter):
 - ``web``: the "Pattern detections" page and the static report, read from the stream's objects.
 - ``local``: running it all on one machine: the launcher and its native services.
 
-``cli`` (the ``patternflow`` command), ``replay`` (the engine offline over local files) and
-``errors`` (the exceptions every layer shares) sit at the top.
+``cli`` (the ``patternflow`` command), ``replay`` (the engine offline over local files),
+``console`` (the command's terminal output) and ``errors`` (the exceptions every layer shares)
+sit at the top.
 """
 
 __version__ = "0.1.0"

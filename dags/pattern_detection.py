@@ -7,8 +7,8 @@ s3://<bucket>/output_detections/, so the Assets view shows the stream's lineage.
 
 Runs back to back (@continuous, one at a time). The sensor waits in the triggerer for the next
 chunk the state expects, or for the end-of-stream marker; the detection task then takes every
-consecutive chunk already there (up to max_chunks_per_run), so the detector keeps up with a
-1-second producer despite Airflow's per-run overhead. Detection files go to
+consecutive chunk already there (up to max_rows_per_run rows), so the detector keeps up with
+the producer despite Airflow's per-run overhead. Detection files go to
 s3://<bucket>/output_detections/detection_<i>.csv, 50 rows each, the state to s3://<bucket>/state/.
 """
 
@@ -34,7 +34,7 @@ DETECTIONS = detections_asset(DEPLOYMENT)
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=TAGS,
-    params=setting_params("bucket", *PREFIXES, "max_chunks_per_run"),
+    params=setting_params("bucket", *PREFIXES, "max_rows_per_run", "max_chunks_per_run"),
     doc_md=__doc__,
 )
 def pattern_detection():

@@ -42,6 +42,11 @@ def _replay(args: argparse.Namespace) -> int:
     config = PipelineSettings.detection_config(with_chunk_size=True)
     if args.chunk_size is not None:
         config = replace(config, chunk_size=args.chunk_size)
+    settings = PipelineSettings.resolve()
+    snapshots = {
+        "snapshot_every": args.snapshot_every or settings.state_snapshot_every,
+        "snapshot_bytes": settings.state_snapshot_bytes if args.snapshot_bytes is None else args.snapshot_bytes,
+    }
     errors = console_for(sys.stderr)
     # on a terminal a bar on stderr; elsewhere nothing until the summary, as in a CI log
     with ReplayProgress(errors) if errors.is_terminal else contextlib.nullcontext() as progress:
@@ -53,6 +58,7 @@ def _replay(args: argparse.Namespace) -> int:
             args.state,
             on_chunk=progress.update if progress else None,
             commit_every=args.commit_every,
+            **snapshots,
         )
     _replay_summary(summary, args.out, sys.stdout)
     return 0
@@ -207,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="with --state: seconds between state commits, 0 for after every chunk (default 1)",
     )
+    rep.add_argument(
+        "--snapshot-every",
+        type=_positive,
+        help="with --state: every this many commits one writes the whole state, the others only what changed "
+        "(default: PATTERNFLOW_STATE_SNAPSHOT_EVERY or 20)",
+    )
+    rep.add_argument(
+        "--snapshot-bytes",
+        type=_non_negative,
+        help="with --state: the whole state is written once the deltas since the last whole one pass this many bytes "
+        "(default: PATTERNFLOW_STATE_SNAPSHOT_BYTES or 64 MiB)",
+    )
     rep.set_defaults(handler=_replay)
 
     run = command("run", help="run the whole pipeline locally: an S3 server on 127.0.0.1, Airflow standalone, the two DAGs")
@@ -268,6 +286,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, got {text}")
     return value
 
 

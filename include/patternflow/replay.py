@@ -21,7 +21,7 @@ from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import FOLDED_COLUMNS, PATTERNS, WEIGHT_COLUMNS, ChunkResult
 from patternflow.engine.detections import DETECTION_FILE
-from patternflow.engine.state import StateStore
+from patternflow.engine.state import SNAPSHOT_BYTES, SNAPSHOT_EVERY, StateStore
 from patternflow.engine.store import LocalStore
 from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.errors import InputError, Problem
@@ -52,15 +52,21 @@ def replay(
     clock: Clock = now_ist,
     on_chunk: Callable[[ChunkResult, int], None] | None = None,
     commit_every: float = 1.0,
+    snapshot_every: int = SNAPSHOT_EVERY,
+    snapshot_bytes: int = SNAPSHOT_BYTES,
 ) -> ReplaySummary:
     """Replay the stream from the last committed state (or the start) to its end.
 
     With a state folder the state is committed at most every ``commit_every`` seconds (0: after
-    every chunk) and always at the end: a crash replays at most that much work.
+    every chunk) and always at the end: a crash replays at most that much work. A commit writes
+    what changed since the last one, and the whole state every ``snapshot_every`` commits or once
+    the changes since the last whole one pass ``snapshot_bytes`` (``patternflow.engine.state``).
     """
     started = time.perf_counter()
     config = config or DetectionConfig()
-    state = StateStore(LocalStore(state_dir)) if state_dir is not None else None
+    state = (
+        StateStore(LocalStore(state_dir), snapshot_every=snapshot_every, snapshot_bytes=snapshot_bytes) if state_dir is not None else None
+    )
     outputs = LocalStore(out)
     Path(out).mkdir(parents=True, exist_ok=True)
     source = ChunkedFile(Path(transactions).read_bytes(), config.chunk_size)

@@ -62,6 +62,20 @@ def test_the_detector_writes_what_replay_writes(small_banksim, s3_client, bucket
     assert sum(sum(r.new_detections.values()) for r in reports) == sum(len(rows) for rows in replayed.values())
 
 
+@pytest.mark.parametrize(("max_rows", "per_run"), [(CHUNK * 5 // 2, 2), (CHUNK // 3, 1), (CHUNK * 100, 12)])
+def test_a_run_takes_every_waiting_chunk_up_to_its_bound_in_rows(small_banksim, s3_client, bucket, replayed, max_rows, per_run):
+    """No bound by count: a run takes what is waiting, at most max_rows_per_run rows and never
+    less than one chunk."""
+    settings = settings_for(bucket, small_banksim, max_rows_per_run=max_rows)
+    assert settings.max_chunks_per_run == 0
+    store = S3Store(s3_client, bucket)
+    produce(store, settings, source_opener(lambda: s3_client), 0.0, fast=True)
+    reports = run_until_finished(store, settings)
+    assert s3_files(store, settings) == replayed
+    assert [len(r.chunks) for r in reports if r.chunks] == [per_run] * (12 // per_run)
+    assert all(r.rows <= max(max_rows, CHUNK) for r in reports)
+
+
 def test_runs_follow_the_producer_and_wait_for_the_end_marker(small_banksim, s3_client, bucket, replayed):
     settings = settings_for(bucket, small_banksim)
     store = S3Store(s3_client, bucket)

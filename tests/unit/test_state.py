@@ -39,12 +39,28 @@ def test_commit_and_load_round_trip(tmp_path):
 
 
 def test_only_the_newest_versions_are_kept(tmp_path):
-    state = StateStore(LocalStore(tmp_path), keep=3)
+    state = StateStore(LocalStore(tmp_path), keep=3, snapshot_every=1)
     engine = engine_after(1)
     for _ in range(6):
         state.commit(engine.snapshot(), CONFIG)
     assert state.versions() == [4, 5, 6]
     assert sorted(p.name for p in (tmp_path / "versions").iterdir()) == ["0000000004", "0000000005", "0000000006"]
+
+
+def test_only_what_the_newest_versions_need_is_kept(tmp_path):
+    """A delta needs its chain back to the snapshot: the newest three versions (7, 6, 5) are
+    the snapshot 7 and the chain 4 -> 5 -> 6; versions 1 to 3 go."""
+    state = StateStore(LocalStore(tmp_path), keep=3, snapshot_every=3)
+    kinds = []
+    for chunks in range(1, 8):
+        state.commit(engine_after(chunks).snapshot(), CONFIG)
+        kinds.append(state.last_commit.kind)
+    assert kinds == ["snapshot", "delta", "delta", "snapshot", "delta", "delta", "snapshot"]
+    assert state.versions() == [4, 5, 6, 7]
+    for version, chunks in ((7, 7), (6, 6), (5, 5)):
+        manifest = (tmp_path / "versions" / f"{version:010d}" / "manifest.json").read_bytes()
+        (tmp_path / "CURRENT").write_bytes(manifest)
+        assert StateStore(LocalStore(tmp_path)).load().state.chunks_folded == chunks
 
 
 def test_a_damaged_version_falls_back_to_the_previous_one(tmp_path, caplog):

@@ -1,19 +1,30 @@
-"""Versioned, atomically committed engine state in Parquet, on any ``ObjectStore``.
+"""Versioned, atomically committed engine state in Parquet, on any ``ObjectStore``: changelog commits.
 
 Layout under the store's prefix::
 
     versions/0000000007/customers.parquet  customer names, a customer's dense id being its row
     versions/0000000007/merchants.parquet  merchant names, likewise
     versions/0000000007/pairs.parquet      the aggregates, one row per (merchant, customer) id pair
-    versions/0000000007/emitted.parquet    every detection key ever emitted
+    versions/0000000007/emitted.parquet    every detection key emitted
     versions/0000000007/pending.parquet    detections waiting for their file
-    versions/0000000007/manifest.json      counters, settings and a checksum of each object
+    versions/0000000007/manifest.json      counters, settings, the version's chain with a checksum of each object
     CURRENT                                a copy of the newest manifest: the commit point
 
-A commit writes a whole new version beside the old ones and only then replaces ``CURRENT``, one
-small write. A crash at any point leaves the last committed version current. Loading checks
-every object against the manifest's SHA-256; a damaged version is skipped for the newest
-intact one before it, and the fall-back is reported. The newest few versions are kept.
+A version is a **snapshot** (the whole state) or a **delta** on the committed version before it:
+the rows that version appended to customers, merchants, pairs and emitted (tables that only grow
+at their end), the pairs whose values changed (``pair_updates``: each one's row and the columns
+that changed), and the pending rows whole (fewer than a file's worth). Loading a version is its chain: the last snapshot, then
+each delta after it in order. A commit writes a snapshot every ``snapshot_every`` versions of a
+chain, when the chain's deltas pass ``snapshot_bytes``, and whenever it has no committed state to
+diff against; otherwise a delta, so that a commit costs what the run changed, not the history.
+
+A commit writes its objects and manifest beside the old versions and only then replaces
+``CURRENT``, one small write: a crash at any point leaves the last committed version current.
+Loading checks every object against the manifest's SHA-256; a damaged version is skipped for the
+newest intact one before it, and the fall-back is reported. After a commit, every version folder
+that neither the new version's chain nor the chains of the ``keep - 1`` committed versions before
+it need is removed; nothing a committed version needs is removed before the pointer has moved
+past it.
 """
 
 from __future__ import annotations
@@ -23,10 +34,12 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from patternflow.engine.clock import iso_ist, now_ist
@@ -34,13 +47,22 @@ from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import EngineState
 from patternflow.engine.store import ObjectStore, WriteConflict
 from patternflow.errors import PatternflowError
+from patternflow.ingest import columns
 
 log = logging.getLogger(__name__)
 
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
 _TABLES = ("customers", "merchants", "pairs", "emitted", "pending")
+_GROWING = ("customers", "merchants", "emitted")
+"""Tables that only ever grow at their end: a delta holds the rows appended."""
+_ROW = "pair"
+"""The column of a delta's ``pair_updates`` that names the row each update replaces."""
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
+SNAPSHOT_EVERY = 20
+"""Default: the longest chain, a snapshot and up to 19 deltas."""
+SNAPSHOT_BYTES = 64 << 20
+"""Default: a chain's deltas may add up to 64 MiB before the next commit is a snapshot."""
 
 
 class StateError(PatternflowError):
@@ -55,7 +77,7 @@ class _ChecksumMismatch(Exception):
     pass
 
 
-_DAMAGE = (KeyError, ValueError, TypeError, OSError, pa.ArrowException, _ChecksumMismatch)
+_DAMAGE = (KeyError, ValueError, TypeError, IndexError, OSError, pa.ArrowException, _ChecksumMismatch)
 """What reading a damaged or missing version object raises."""
 
 
@@ -68,16 +90,60 @@ class LoadedState:
     """Newer versions that were damaged and passed over (empty in the normal case)."""
 
 
+@dataclass(frozen=True)
+class CommitInfo:
+    """What the last commit wrote: for the run's figures and the benchmarks."""
+
+    version: int
+    kind: str
+    """``snapshot`` or ``delta``."""
+    table_bytes: int
+    """The version's Parquet objects."""
+    manifest_bytes: int
+    """Its manifest (written twice: in the version's folder and as ``CURRENT``)."""
+    chain: tuple[int, ...]
+
+    @property
+    def bytes_written(self) -> int:
+        return self.table_bytes + 2 * self.manifest_bytes
+
+
+@dataclass
+class _Base:
+    """The committed version this store last loaded or wrote: what a delta is computed against."""
+
+    version: int
+    manifest: dict
+    state: EngineState | None
+    """None when this store has not read the tables (it then writes a snapshot)."""
+    kept: dict[str, list[int]] = field(default_factory=dict)
+
+
 class StateStore:
-    def __init__(self, store: ObjectStore, prefix: str = "", keep: int = 3) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str = "",
+        keep: int = 3,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        snapshot_bytes: int = SNAPSHOT_BYTES,
+    ) -> None:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        if snapshot_bytes < 0:
+            raise ValueError(f"snapshot_bytes must not be negative, got {snapshot_bytes}")
         self.store = store
         self.prefix = prefix
         self.keep = max(2, keep)
+        self.snapshot_every = snapshot_every
+        self.snapshot_bytes = snapshot_bytes
+        self.last_commit: CommitInfo | None = None
         self._seen: tuple[str | None, int | None] | None = None
         """(tag, version) of ``CURRENT`` as this store last read or wrote it (None: not yet; a
         tag of None: there was no CURRENT). A commit replaces exactly that ``CURRENT``."""
+        self._base: _Base | None = None
 
     @property
     def current_key(self) -> str:
@@ -123,9 +189,9 @@ class StateStore:
         version, manifest = self._read_current()
         if self._seen == (None, None):
             return None
-        if version is not None:  # the normal case: CURRENT and its version are intact, no listing needed
+        if version is not None:  # the normal case: CURRENT and its chain are intact, no listing needed
             try:
-                return LoadedState(self._read(manifest), DetectionConfig.from_json(manifest["config"]), version)
+                return self._loaded(version, manifest, self._read(manifest))
             except _DAMAGE as exc:
                 log.error("state version %s is damaged (%s); trying the version before it", version, exc)
                 skipped, newest = [version], version - 1
@@ -141,8 +207,12 @@ class StateStore:
                 continue
             if skipped:
                 log.error("state recovered from version %s after skipping damaged versions %s", candidate, skipped)
-            return LoadedState(loaded, DetectionConfig.from_json(manifest["config"]), candidate, tuple(skipped))
+            return self._loaded(candidate, manifest, loaded, tuple(skipped))
         raise StateError(f"no intact state version under {self.prefix or 'the state root'}: damaged versions {skipped}")
+
+    def _loaded(self, version: int, manifest: dict, state: EngineState, skipped: tuple[int, ...] = ()) -> LoadedState:
+        self._base = _Base(version, manifest, state, dict(manifest.get("kept", {})))
+        return LoadedState(state, DetectionConfig.from_json(manifest["config"]), version, skipped)
 
     def read_pending(self) -> pa.Table | None:
         """The current version's detections waiting for their file, alone (for the progress page),
@@ -150,17 +220,23 @@ class StateStore:
         version, manifest = self._read_current()
         if version is None:
             return None
-        entry = manifest["objects"]["pending"]
         try:
+            entry = _chain(manifest)[-1]["objects"]["pending"]
             return _table(entry, self.store.get(entry["key"]))
-        except (KeyError, _ChecksumMismatch):
+        except (KeyError, IndexError, TypeError, _ChecksumMismatch):
             return None
 
     def _read(self, manifest: dict) -> EngineState:
-        entries = [manifest["objects"][name] for name in _TABLES]
-        tables = {}
-        for name, entry, data in zip(_TABLES, entries, _in_parallel(self.store.get, [e["key"] for e in entries]), strict=True):
-            tables[name] = _table(entry, data)
+        """The state of ``manifest``'s version: its chain's snapshot with each delta applied."""
+        chain = _chain(manifest)
+        if not chain or chain[0]["kind"] != "snapshot" or any(link["kind"] != "delta" for link in chain[1:]):
+            raise ValueError(f"version {manifest.get('version')}: a chain is a snapshot and then deltas")
+        entries = [(i, name, entry) for i, link in enumerate(chain) for name, entry in link["objects"].items()]
+        datas = _in_parallel(self.store.get, [entry["key"] for _, _, entry in entries])
+        objects: list[dict[str, pa.Table]] = [{} for _ in chain]
+        for (i, name, entry), data in zip(entries, datas, strict=True):
+            objects[i][name] = _table(entry, data)
+        tables = _replay_chain(objects)
         return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS})
 
     def commit(self, state: EngineState, config: DetectionConfig) -> int:
@@ -177,20 +253,24 @@ class StateStore:
         tag, seen_version = self._seen
         present = self._version_keys()
         version = max([*present, seen_version or 0, 0]) + 1
-        payloads = {name: _parquet_bytes(getattr(state, name)) for name in _TABLES}
+        base = self._base if self._base is not None and self._base.version == seen_version else None
+        payloads, kind, chain = self._payloads(state, base)
         objects = {
             name: {"key": self._version_key(version, f"{name}.parquet"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             for name, data in payloads.items()
         }
-        _in_parallel(lambda name: self.store.put(objects[name]["key"], payloads[name]), list(_TABLES))
+        _in_parallel(lambda name: self.store.put(objects[name]["key"], payloads[name]), list(payloads))
+        chain = [*chain, {"version": version, "kind": kind, "objects": objects}]
+        kept = _kept(base, self.keep)
         manifest = {
             "version": version,
             "committed_at": iso_ist(now_ist()),
             "config": config.to_json(),
-            "objects": objects,
+            "chain": chain,
+            "kept": kept,
             **{k: getattr(state, k) for k in _COUNTERS},
         }
-        text = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        text = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         self.store.put(self._version_key(version, "manifest.json"), text)
         try:
             self._seen = (self.store.replace(self.current_key, text, tag), version)
@@ -200,16 +280,104 @@ class StateStore:
                 f"Nothing of this run became current (its version {version} is left unused); the next run resumes "
                 "from the other's state"
             ) from None
-        old = sorted(present)[: max(0, len(present) + 1 - self.keep)]
-        if old:
-            self.store.delete([key for v in old for key in present[v]])
+        self._base = _Base(version, manifest, state, kept)
+        self.last_commit = CommitInfo(version, kind, sum(map(len, payloads.values())), len(text), tuple(link["version"] for link in chain))
+        needed = {link["version"] for link in chain} | {v for versions in kept.values() for v in versions}
+        unneeded = [v for v in present if v < version and v not in needed]
+        if unneeded:
+            self.store.delete([key for v in sorted(unneeded) for key in present[v]])
         return version
+
+    def _payloads(self, state: EngineState, base: _Base | None) -> tuple[dict[str, bytes], str, list[dict]]:
+        """The objects of the next version, its kind, and the chain it continues (empty: a snapshot)."""
+        if base is not None and base.state is not None:
+            chain = _chain(base.manifest)
+            delta = _delta(base.state, state) if len(chain) < self.snapshot_every else None
+            if delta is not None:
+                # an empty table is left out (one write fewer), but for pending, which a delta always replaces
+                payloads = {name: _parquet_bytes(table) for name, table in delta.items() if table.num_rows or name == "pending"}
+                chained = sum(e["bytes"] for link in chain[1:] for e in link["objects"].values()) + sum(map(len, payloads.values()))
+                if chained <= self.snapshot_bytes:
+                    return payloads, "delta", chain
+        return {name: _parquet_bytes(getattr(state, name)) for name in _TABLES}, "snapshot", []
+
+
+def _chain(manifest: dict) -> list[dict]:
+    """A manifest's chain, the snapshot first; a manifest written before changelog commits is a
+    snapshot of its own."""
+    if "chain" in manifest:
+        return manifest["chain"]
+    return [{"version": manifest["version"], "kind": "snapshot", "objects": manifest["objects"]}]
+
+
+def _kept(base: _Base | None, keep: int) -> dict[str, list[int]]:
+    """The chains of the ``keep - 1`` committed versions up to ``base``, newest first: the
+    versions a load may fall back to, which pruning leaves in place."""
+    if base is None:
+        return {}
+    kept = {str(base.version): [link["version"] for link in _chain(base.manifest)], **base.kept}
+    newest = sorted(kept, key=int, reverse=True)[: keep - 1]
+    return {v: kept[v] for v in newest}
+
+
+def _delta(base: EngineState, state: EngineState) -> dict[str, pa.Table] | None:
+    """What ``state`` changed since ``base``, or None when it does not continue ``base`` (a
+    growing table lost or changed rows, pairs went missing): then only a snapshot is right.
+
+    Pairs are rows that keep their place: the new ones are appended (``pairs``, whole rows), the
+    changed ones are updates (``pair_updates``: the row and just the columns that changed)."""
+    old, new = base.pairs, state.pairs
+    if new.num_rows < old.num_rows or new.schema != old.schema:
+        return None
+    delta = {}
+    for name in _GROWING:
+        before, after = getattr(base, name), getattr(state, name)
+        if after.num_rows < before.num_rows or not after.slice(0, before.num_rows).equals(before):
+            return None
+        delta[name] = after.slice(before.num_rows)
+    known = new.slice(0, old.num_rows)
+    differs = {name: _mask(pc.not_equal(known.column(name), old.column(name))) for name in new.column_names}
+    changed_columns = [name for name, mask in differs.items() if mask.any()]
+    rows = np.flatnonzero(np.logical_or.reduce([differs[name] for name in changed_columns])) if changed_columns else np.empty(0, np.int64)
+    updates = known.select(changed_columns).take(rows)
+    delta["pair_updates"] = updates.add_column(0, _ROW, pa.array(rows, pa.int32()))
+    delta["pairs"] = new.slice(old.num_rows)
+    delta["pending"] = state.pending
+    return delta
+
+
+def _mask(values: pa.ChunkedArray) -> np.ndarray:
+    """A boolean column as numpy (Arrow packs booleans in bits: a copy; ChunkedArray.to_numpy
+    would import pandas)."""
+    return np.concatenate([chunk.to_numpy(zero_copy_only=False) for chunk in values.chunks]) if values.num_chunks else np.empty(0, bool)
+
+
+def _replay_chain(objects: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
+    """The tables of a chain's last version: the snapshot's, each delta applied in order."""
+    snapshot, deltas = objects[0], objects[1:]
+    tables = {}
+    for name in (*_GROWING, "pairs"):
+        parts = [snapshot[name], *(d[name] for d in deltas if name in d)]
+        tables[name] = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
+    updates = [d["pair_updates"] for d in deltas if "pair_updates" in d and d["pair_updates"].num_rows]
+    if updates:
+        pairs = tables["pairs"]
+        values = {name: columns.to_numpy(pairs.column(name)).copy() for name in pairs.column_names}
+        for update in updates:
+            rows = columns.to_numpy(update.column(_ROW))
+            if rows.min() < 0 or rows.max() >= pairs.num_rows:
+                raise ValueError(f"a delta updates pair rows {rows.min()}..{rows.max()} of {pairs.num_rows}")
+            for name in update.column_names[1:]:
+                values[name][rows] = columns.to_numpy(update.column(name))
+        tables["pairs"] = pa.table(values, schema=pairs.schema)
+    tables["pending"] = objects[-1]["pending"]
+    return tables
 
 
 def _in_parallel(function: Callable[[_Item], _Result], items: list[_Item]) -> list[_Result]:
     """``[function(item) for item in items]`` on threads: a version's objects are read and
     written as one round trip to S3 instead of one each."""
-    with ThreadPoolExecutor(max_workers=len(items) or 1) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, len(items)) or 1) as pool:
         return list(pool.map(function, items))
 
 

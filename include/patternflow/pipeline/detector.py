@@ -1,10 +1,12 @@
 """Mechanism Y's work for one run: fold every waiting chunk, write full detection files, commit.
 
-A run opens the engine at the last committed state, takes the consecutive chunks that are
-already on S3 from the next expected one (at most ``max_chunks_per_run``), folds them one by
-one, writes each detection file as soon as its 50 rows exist, and commits the state once at the
-end. When every chunk of the stream is folded and the end-of-stream marker is there, it writes
-the last partial file and marks the stream finished.
+A run opens the engine at the last committed state, takes every consecutive chunk already on S3
+from the next expected one (as Spark's ``maxBytesPerTrigger`` bounds a micro-batch by size, not
+by a count: at most ``max_rows_per_run`` rows, never less than one chunk, and at most
+``max_chunks_per_run`` chunks where that is set), folds them one by one, writes each detection
+file as soon as its 50 rows exist, and commits the state once at the end, as a delta of what the
+run changed (``patternflow.engine.state``). When every chunk of the stream is folded and the
+end-of-stream marker is there, it writes the last partial file and marks the stream finished.
 
 Files are written before the state that accounts for them is committed: a run that dies in
 between is redone from the previous state, and rewrites the same rows under the same file
@@ -117,7 +119,9 @@ def detect(
         log.info("no stream under %s yet", settings.chunks_prefix)
         return report
     config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
-    state = StateStore(store, settings.state_prefix)
+    state = StateStore(
+        store, settings.state_prefix, snapshot_every=settings.state_snapshot_every, snapshot_bytes=settings.state_snapshot_bytes
+    )
     reference = importance_key(settings)
     engine = open_engine(
         state, lambda: parse_importance(store.get(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS), config, clock
@@ -132,8 +136,12 @@ def detect(
             return report
         metrics: list[ChunkMetrics] = []
         moved: list[str] = []
-        while len(metrics) < settings.max_chunks_per_run and engine.chunks_folded < manifest.chunks:
+        rows_taken = 0
+        while engine.chunks_folded < manifest.chunks and _may_take(
+            settings, metrics, rows_taken, manifest.chunk_rows(engine.chunks_folded)
+        ):
             index = engine.chunks_folded
+            rows_taken += manifest.chunk_rows(index)
             key = chunk_key(settings, index)
             began = clock()
             started = wall()
@@ -175,6 +183,15 @@ def detect(
         engine.close()
     log.info("%s", report.describe())
     return report
+
+
+def _may_take(settings: PipelineSettings, taken: list, rows_taken: int, next_rows: int) -> bool:
+    """Whether a run that took ``taken`` chunks of ``rows_taken`` rows may take one of ``next_rows`` more."""
+    if not taken:
+        return True
+    if settings.max_chunks_per_run and len(taken) >= settings.max_chunks_per_run:
+        return False
+    return rows_taken + next_rows <= settings.max_rows_per_run
 
 
 def _put_metrics(store: ObjectStore, settings: PipelineSettings, metrics: list[ChunkMetrics]) -> None:

@@ -5,7 +5,7 @@ order of precedence:
 
 1. the DAG run's trigger-form Param of the same name (when it is set, i.e. not null);
 2. the key of the same name in the Airflow Variable ``patternflow_settings``, a JSON object
-   (e.g. ``{"bucket": "my-bank", "max_chunks_per_run": 50}``): one Variable, so that a task
+   (e.g. ``{"bucket": "my-bank", "max_rows_per_run": 500000}``): one Variable, so that a task
    reads its settings with one lookup rather than one per setting;
 3. the environment variable ``PATTERNFLOW_<NAME>`` (e.g. ``PATTERNFLOW_BUCKET``);
 4. the default below.
@@ -63,8 +63,14 @@ class PipelineSettings:
     """Transactions per chunk."""
     tick_seconds: float = 1.0
     """Seconds between two chunks of a paced stream (also the producer DAG's schedule)."""
-    max_chunks_per_run: int = 20
-    """Most chunks one detection run takes; the rest wait for the next run."""
+    max_rows_per_run: int = 1_000_000
+    """Most rows one detection run takes of the chunks waiting (never less than one chunk); the rest wait for the next run."""
+    max_chunks_per_run: int = 0
+    """Most chunks one detection run takes, 0 for no bound by count (max_rows_per_run still bounds a run)."""
+    state_snapshot_every: int = 20
+    """Every this many state commits one writes the whole state; the others write only what changed (deltas)."""
+    state_snapshot_bytes: int = 64 * 1024 * 1024
+    """A state commit writes the whole state once the deltas since the last whole one pass this many bytes."""
     poke_interval_seconds: float = 0.5
     """How often the deferred sensor looks for the next chunk."""
     quarantine_prefix: str = "quarantine/"
@@ -87,8 +93,12 @@ class PipelineSettings:
                     raise SettingsError(f"{a} {pa_!r} and {b} {pb!r} overlap: each kind of object needs a prefix of its own")
         if self.chunk_size < 1:
             raise SettingsError(f"chunk_size must be at least 1, got {self.chunk_size}")
-        if self.max_chunks_per_run < 1:
-            raise SettingsError(f"max_chunks_per_run must be at least 1, got {self.max_chunks_per_run}")
+        for name in ("max_rows_per_run", "state_snapshot_every"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_chunks_per_run", "state_snapshot_bytes"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("tick_seconds", "poke_interval_seconds", "gap_timeout_seconds"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 < value <= 86_400):

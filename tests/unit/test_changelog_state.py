@@ -1,0 +1,282 @@
+"""Changelog commits: a version is its snapshot plus the deltas after it, and no crash, kill or
+pruning ever changes what a resumed stream writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import EngineState
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import LocalStore
+from patternflow.engine.stream import commit, open_engine, write_files
+from patternflow.ingest.parsing import read_importance, read_transactions
+from tests.helpers import ChunkClock, read_files, run_stream
+from tests.strategies import small_streams
+
+CONFIG = DetectionConfig(chunk_size=5_000, upgrade_min_merchant_transactions=5_000, child_min_transactions=60, rows_per_file=5)
+TABLES = ("customers", "merchants", "pairs", "emitted", "pending")
+COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
+
+
+def assert_same_state(loaded: EngineState, expected: EngineState) -> None:
+    for name in TABLES:
+        assert getattr(loaded, name).equals(getattr(expected, name)), name
+    for name in COUNTERS:
+        assert getattr(loaded, name) == getattr(expected, name), name
+
+
+@pytest.mark.parametrize("snapshot_every", [1, 3, 20])
+def test_a_snapshot_and_its_deltas_load_exactly_the_state_of_the_uninterrupted_stream(small_banksim, tmp_path, snapshot_every):
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=snapshot_every)
+    engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
+    kinds = []
+    for index in range(12):
+        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        commit(state, engine)
+        kinds.append(state.last_commit.kind)
+        loaded = StateStore(LocalStore(tmp_path)).load()
+        assert loaded.version == index + 1
+        assert_same_state(loaded.state, engine.snapshot())
+    assert kinds == ["snapshot" if i % snapshot_every == 0 else "delta" for i in range(12)]
+    engine.close()
+
+
+def test_a_delta_writes_what_the_run_changed_not_the_history(small_banksim, tmp_path):
+    """Chunks of 1,000 rows: each touches a small part of the pairs. A delta is much smaller than
+    the whole state, and the late ones are about as large as the early ones although the state grew."""
+    config = DetectionConfig(**{**CONFIG.to_json(), "chunk_size": 1_000})
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=1_000)
+    engine = open_engine(state, lambda: importance, config, ChunkClock())
+    written = []
+    for index in range(60):
+        engine.fold(index, transactions.slice(index * config.chunk_size, config.chunk_size))
+        commit(state, engine)
+        written.append(state.last_commit)
+    assert written[0].kind == "snapshot" and all(c.kind == "delta" for c in written[1:])
+    assert all(c.chain == tuple(range(1, c.version + 1)) for c in written)
+    whole = StateStore(LocalStore(tmp_path / "whole"), snapshot_every=1)
+    whole.commit(engine.snapshot(), config)
+    deltas = [c.table_bytes for c in written[1:]]
+    assert max(deltas) < whole.last_commit.table_bytes / 2
+    assert sum(deltas[-10:]) < 1.5 * sum(deltas[:10])
+    assert_same_state(StateStore(LocalStore(tmp_path)).load().state, engine.snapshot())
+    engine.close()
+
+
+def test_a_size_bound_on_the_deltas_starts_a_new_snapshot(small_banksim, tmp_path):
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=100, snapshot_bytes=0)
+    engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
+    for index in range(3):
+        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        commit(state, engine)
+        assert state.last_commit.kind == "snapshot"
+    engine.close()
+
+
+def test_a_state_that_does_not_continue_the_last_commit_is_written_whole(small_banksim, tmp_path):
+    """A delta is only ever computed against the version it continues: another state (here an
+    earlier one) is a snapshot, and loads as itself."""
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    engine = open_engine(None, lambda: importance, CONFIG, ChunkClock())
+    states = []
+    for index in range(3):
+        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        states.append(engine.snapshot())
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(states[2], CONFIG)
+    state.commit(states[0], CONFIG)
+    assert state.last_commit.kind == "snapshot"
+    assert_same_state(StateStore(LocalStore(tmp_path)).load().state, states[0])
+    engine.close()
+
+
+KILL_BETWEEN_SNAPSHOT_AND_POINTER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from patternflow.engine.state import StateStore
+    from patternflow.engine.store import LocalStore
+    from patternflow.engine.stream import commit, open_engine
+    from patternflow.ingest.parsing import read_importance, read_transactions
+    from tests.unit.test_changelog_state import CONFIG
+
+    class DyingAtTheSecondSnapshotsPointer(LocalStore):
+        def replace(self, key, data, expected):
+            manifest = json.loads(data)
+            if manifest["version"] > 1 and manifest["chain"][-1]["kind"] == "snapshot":
+                os.kill(os.getpid(), signal.SIGKILL)  # its objects and manifest are written; CURRENT is not
+            return super().replace(key, data, expected)
+
+    transactions, importance = read_transactions(sys.argv[2]), read_importance(sys.argv[3])
+    state = StateStore(DyingAtTheSecondSnapshotsPointer(sys.argv[1]), snapshot_every=3)
+    engine = open_engine(state, lambda: importance, CONFIG)
+    for index in range(12):  # versions 1 (snapshot), 2, 3 (deltas), 4 (snapshot: killed)
+        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        commit(state, engine)
+    """
+)
+
+
+def test_a_kill_between_writing_a_snapshot_and_moving_the_pointer_keeps_the_committed_chain(small_banksim, tmp_path):
+    """SIGKILL after a new snapshot's objects are written and before CURRENT names it: version
+    3 (snapshot 1 and deltas 2, 3) stays current and loadable; the next commit continues from it,
+    and pruning then removes the orphan snapshot but nothing a committed version needs."""
+    state_dir = tmp_path / "state"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_BETWEEN_SNAPSHOT_AND_POINTER,
+            str(state_dir),
+            str(small_banksim.transactions),
+            str(small_banksim.importance),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.getcwd(),
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    state = StateStore(LocalStore(state_dir), snapshot_every=3)
+    assert state.versions() == [1, 2, 3, 4]
+    orphan = json.loads((state_dir / "versions" / f"{4:010d}" / "manifest.json").read_bytes())
+    assert [link["kind"] for link in orphan["chain"]] == ["snapshot"]
+    loaded = state.load()
+    assert (loaded.version, loaded.state.chunks_folded) == (3, 3)
+
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    engine = open_engine(state, lambda: importance, CONFIG)
+    engine.fold(3, transactions.slice(3 * CONFIG.chunk_size, CONFIG.chunk_size))
+    assert commit(state, engine) == 5
+    assert state.last_commit.kind == "snapshot"  # the chain 1-2-3 is as long as snapshot_every allows
+    assert state.versions() == [1, 2, 3, 5]  # 4 was never committed; 3's chain stays as a fall-back
+    for version, chunks_folded in ((3, 3), (5, 4)):
+        (state_dir / "CURRENT").write_bytes((state_dir / "versions" / f"{version:010d}" / "manifest.json").read_bytes())
+        assert StateStore(LocalStore(state_dir)).load().state.chunks_folded == chunks_folded
+    engine.close()
+
+
+class Killed(Exception):
+    """A process dying at this point: nothing after it happens."""
+
+
+class DyingStore(LocalStore):
+    """A folder store that dies at its ``die_at``-th write (a put, the pointer's replace or a
+    pruning delete), as a process killed there would."""
+
+    def __init__(self, root, die_at: int | None) -> None:
+        super().__init__(root)
+        self.die_at = die_at
+        self.writes = 0
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.die_at is not None and self.writes == self.die_at:
+            raise Killed
+
+    def put(self, key, data):
+        self._write()
+        return super().put(key, data)
+
+    def replace(self, key, data, expected):
+        self._write()
+        return super().replace(key, data, expected)
+
+    def delete(self, keys):
+        self._write()
+        return super().delete(keys)
+
+
+@st.composite
+def sessions(draw):
+    """Detection sessions: how many chunks each folds before it commits (or dies), how often it
+    commits, its snapshot settings, and the write at which it is killed (None: it is not)."""
+    return draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "chunks": st.integers(1, 6),
+                    "commit_every": st.integers(1, 3),
+                    "snapshot_every": st.integers(1, 6),
+                    "snapshot_bytes": st.sampled_from([0, 6_000, 1 << 30, 1 << 30]),
+                    "die_at": st.none() | st.none() | st.integers(1, 40),
+                }
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(small_streams(), sessions())
+def test_any_runs_commits_snapshots_and_kills_give_the_files_of_one_uninterrupted_replay(tmp_path_factory, stream, plan):
+    transactions, importance, config = stream
+    folder = tmp_path_factory.mktemp("changelog")
+    expected = run_stream(transactions, importance, config, folder / "uninterrupted")
+    chunks = -(-transactions.num_rows // config.chunk_size)
+    outputs, clock = LocalStore(folder / "out"), ChunkClock()
+
+    def session(settings: dict, finish: bool) -> None:
+        store = DyingStore(folder / "state", settings["die_at"])
+        state = StateStore(store, snapshot_every=settings["snapshot_every"], snapshot_bytes=settings["snapshot_bytes"])
+        engine = open_engine(state, lambda: importance, config, clock)
+        try:
+            end = chunks if finish else min(chunks, engine.chunks_folded + settings["chunks"])
+            for index in range(engine.chunks_folded, end):
+                clock.chunk = index
+                write_files(outputs, "", engine.fold(index, transactions.slice(index * config.chunk_size, config.chunk_size)).files)
+                if (index + 1) % settings["commit_every"] == 0:
+                    commit(state, engine)
+            if finish and not engine.finished:
+                clock.chunk = chunks
+                write_files(outputs, "", engine.finish())
+            commit(state, engine)
+        except Killed:
+            pass
+        finally:
+            engine.close()
+
+    for settings_ in plan:
+        session(settings_, finish=False)
+    session({**plan[-1], "die_at": None}, finish=True)
+    assert read_files(folder / "out") == expected
+    uninterrupted = open_engine(None, lambda: importance, config, ChunkClock())
+    for index in range(chunks):
+        uninterrupted.fold(index, transactions.slice(index * config.chunk_size, config.chunk_size))
+    uninterrupted.finish()
+    loaded = StateStore(LocalStore(folder / "state")).load().state
+    assert_same_state(loaded, uninterrupted.snapshot())
+    uninterrupted.close()
+
+
+def test_pending_rows_are_read_from_the_newest_link_of_the_chain(small_banksim, tmp_path):
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=5)
+    engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
+    for index in range(4):
+        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        commit(state, engine)
+    assert state.last_commit.kind == "delta"
+    pending = StateStore(LocalStore(tmp_path)).read_pending()
+    assert isinstance(pending, pa.Table) and pending.equals(engine.snapshot().pending)
+    engine.close()

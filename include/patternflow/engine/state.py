@@ -39,7 +39,6 @@ from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from patternflow.engine.clock import iso_ist, now_ist
@@ -336,7 +335,7 @@ def _delta(base: EngineState, state: EngineState) -> dict[str, pa.Table] | None:
             return None
         delta[name] = after.slice(before.num_rows)
     known = new.slice(0, old.num_rows)
-    differs = {name: _mask(pc.not_equal(known.column(name), old.column(name))) for name in new.column_names}
+    differs = {name: columns.to_numpy(known.column(name)) != columns.to_numpy(old.column(name)) for name in new.column_names}
     changed_columns = [name for name, mask in differs.items() if mask.any()]
     rows = np.flatnonzero(np.logical_or.reduce([differs[name] for name in changed_columns])) if changed_columns else np.empty(0, np.int64)
     updates = known.select(changed_columns).take(rows)
@@ -344,12 +343,6 @@ def _delta(base: EngineState, state: EngineState) -> dict[str, pa.Table] | None:
     delta["pairs"] = new.slice(old.num_rows)
     delta["pending"] = state.pending
     return delta
-
-
-def _mask(values: pa.ChunkedArray) -> np.ndarray:
-    """A boolean column as numpy (Arrow packs booleans in bits: a copy; ChunkedArray.to_numpy
-    would import pandas)."""
-    return np.concatenate([chunk.to_numpy(zero_copy_only=False) for chunk in values.chunks]) if values.num_chunks else np.empty(0, bool)
 
 
 def _replay_chain(objects: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:

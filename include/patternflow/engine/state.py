@@ -338,8 +338,8 @@ def _delta(base: EngineState, state: EngineState) -> dict[str, pa.Table] | None:
     differs = {name: columns.to_numpy(known.column(name)) != columns.to_numpy(old.column(name)) for name in new.column_names}
     changed_columns = [name for name, mask in differs.items() if mask.any()]
     rows = np.flatnonzero(np.logical_or.reduce([differs[name] for name in changed_columns])) if changed_columns else np.empty(0, np.int64)
-    updates = known.select(changed_columns).take(rows)
-    delta["pair_updates"] = updates.add_column(0, _ROW, pa.array(rows, pa.int32()))
+    row_ids = columns.from_numpy(rows, pa.int32())  # pa.array(numpy) would import pandas
+    delta["pair_updates"] = known.select(changed_columns).take(row_ids).add_column(0, _ROW, row_ids)
     delta["pairs"] = new.slice(old.num_rows)
     delta["pending"] = state.pending
     return delta
@@ -362,7 +362,7 @@ def _replay_chain(objects: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
                 raise ValueError(f"a delta updates pair rows {rows.min()}..{rows.max()} of {pairs.num_rows}")
             for name in update.column_names[1:]:
                 values[name][rows] = columns.to_numpy(update.column(name))
-        tables["pairs"] = pa.table(values, schema=pairs.schema)
+        tables["pairs"] = columns.table(values, pairs.schema)
     tables["pending"] = objects[-1]["pending"]
     return tables
 

@@ -293,8 +293,7 @@ class StateStore:
             chain = _chain(base.manifest)
             delta = _delta(base.state, state) if len(chain) < self.snapshot_every else None
             if delta is not None:
-                # an empty table is left out (one write fewer), but for pending, which a delta always replaces
-                payloads = {name: _parquet_bytes(table) for name, table in delta.items() if table.num_rows or name == "pending"}
+                payloads = {name: _parquet_bytes(table) for name, table in delta.items()}
                 chained = sum(e["bytes"] for link in chain[1:] for e in link["objects"].values()) + sum(map(len, payloads.values()))
                 if chained <= self.snapshot_bytes:
                     return payloads, "delta", chain

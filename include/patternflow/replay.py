@@ -25,8 +25,8 @@ from patternflow.engine.state import SNAPSHOT_BYTES, SNAPSHOT_EVERY, StateStore
 from patternflow.engine.store import LocalStore
 from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.errors import InputError, Problem
-from patternflow.ingest.chunking import ChunkedFile
-from patternflow.ingest.parsing import parse_transactions, read_importance
+from patternflow.ingest.chunking import ChunkedFile, file_reader
+from patternflow.ingest.parsing import parse_transactions, read_importance_batches
 
 
 @dataclass
@@ -69,9 +69,9 @@ def replay(
     )
     outputs = LocalStore(out)
     Path(out).mkdir(parents=True, exist_ok=True)
-    source = ChunkedFile(Path(transactions).read_bytes(), config.chunk_size)
+    source = ChunkedFile.scan(file_reader(transactions), Path(transactions).stat().st_size, config.chunk_size)
     parse_transactions(source.header, str(transactions))  # an empty file or a wrong header, even with no rows
-    engine = open_engine(state, lambda: read_importance(importance, columns=WEIGHT_COLUMNS), config, clock)
+    engine = open_engine(state, lambda: read_importance_batches(importance, columns=WEIGHT_COLUMNS), config, clock)
 
     summary = ReplaySummary(first_chunk=engine.chunks_folded)
     if not engine.chunks_folded:  # a new stream: no file of an earlier replay into the same folder may stay beside its own

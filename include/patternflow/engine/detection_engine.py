@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -27,7 +27,7 @@ from patternflow.engine.clock import Clock, iso_ist, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detections import Detection, DetectionFile, pending_rows, pending_table
 from patternflow.engine.ids import IdDictionary
-from patternflow.ingest import columns, stringbytes
+from patternflow.ingest import columns, schema, stringbytes
 
 PATTERNS = ("PatId1", "PatId2", "PatId3")
 FOLDED_COLUMNS = ("customer", "gender", "merchant", "amount")
@@ -352,11 +352,26 @@ def _gender_bits(genders: pa.ChunkedArray) -> np.ndarray:
     return bits[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def initial_state(importance: pa.Table) -> EngineState:
-    """The state of a stream before its first chunk: the CustomerImportance pairs and their weight ranks."""
-    con = duckdb.connect()  # all cores: one large query, unlike the per-chunk ones
-    con.register("importance", importance)
-    weights = con.sql(sql("start_stream")).to_arrow_table()
+def initial_state(importance: pa.Table | Iterable[pa.Table]) -> EngineState:
+    """The state of a stream before its first chunk: the CustomerImportance pairs and their weight
+    ranks, from the whole table or from the batches of one (``initial_state_from_batches``)."""
+    return initial_state_from_batches([importance] if isinstance(importance, pa.Table) else importance)
+
+
+def initial_state_from_batches(batches: Iterable[pa.Table]) -> EngineState:
+    """``initial_state`` of the CustomerImportance rows of every batch, read one batch at a time.
+
+    Each batch is summed per pair and added into the sums so far, so that memory follows the
+    number of pairs, not the size of the file; any batching of the same rows gives the same
+    state, ids included (the ranks and their order come from ``weight_ranks.sql`` over the sums).
+    """
+    con = duckdb.connect()  # all cores: a few large queries, unlike the per-chunk ones
+    weights, low = _summed_weights(con, batches)
+    con.register("weights", weights)
+    # no rows at all: no pair either, so the shift is never used (and pa.array would import pandas)
+    shift = columns.from_numpy(np.array([low if low is not None else 0], dtype=np.int64), pa.int64())
+    con.register("importance_low", pa.Table.from_arrays([shift], names=["low"]))
+    weights = con.sql(sql("weight_ranks")).to_arrow_table()
     con.close()
     customers, merchants = IdDictionary(), IdDictionary()
     zeros = np.zeros(weights.num_rows, dtype=np.int64)
@@ -378,3 +393,31 @@ def initial_state(importance: pa.Table) -> EngineState:
         emitted=columns.empty(EMITTED_SCHEMA),
         pending=pending_table([]),
     )
+
+
+def _summed_weights(con: duckdb.DuckDBPyConnection, batches: Iterable[pa.Table]) -> tuple[pa.Table, int | None]:
+    """The weight sums per pair of every batch, and the smallest weight of all in cents (None
+    for no rows at all); no batches at all count as one batch of no rows."""
+    summed: pa.Table | None = None
+    low: int | None = None
+    for batch in batches:
+        summed, low = _add_batch(con, batch, summed, low)
+    if summed is None:
+        summed, low = _add_batch(con, columns.empty(schema.IMPORTANCE), None, None)
+    return summed, low
+
+
+def _add_batch(con: duckdb.DuckDBPyConnection, batch: pa.Table, summed: pa.Table | None, low: int | None) -> tuple[pa.Table, int | None]:
+    """The sums and the smallest weight so far, with one more batch's added in."""
+    con.register("importance", batch)
+    partial = con.sql(sql("importance_batch_weights")).to_arrow_table()
+    ((batch_low,),) = con.execute(sql("importance_batch_low")).fetchall()
+    con.unregister("importance")
+    if batch_low is not None:
+        low = batch_low if low is None else min(low, batch_low)
+    if summed is None:
+        return partial, low
+    con.register("partials", pa.concat_tables([summed, partial]))
+    summed = con.sql(sql("importance_merged_weights")).to_arrow_table()
+    con.unregister("partials")
+    return summed, low

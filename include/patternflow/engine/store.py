@@ -5,6 +5,10 @@ a reader sees the old bytes or the new ones, never a mix (S3 PUT semantics; on a
 temporary file renamed into place). ``replace`` writes only over the version of an object the
 writer read (S3 conditional writes; on a folder, under a lock), so that of two writers racing
 from the same version exactly one wins.
+
+A large object is never held whole: ``read_range`` reads a byte range of it and ``put_stream``
+writes it from a sequence of pieces (S3 multipart upload; on a folder, a temporary file), so
+reference data of any size passes through in bounded memory.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,6 +45,16 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes) -> None: ...
 
+    def put_stream(self, key: str, pieces: Iterable[bytes]) -> None:
+        """Write ``key`` from its bytes in pieces, never all held at once; replaced whole, as
+        ``put``, once the last piece is written (an error while reading them writes nothing)."""
+
+    def size(self, key: str) -> int:
+        """The object's size in bytes; ``KeyError`` if there is none."""
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object (fewer past its end); ``KeyError`` if there is none."""
+
     def replace(self, key: str, data: bytes, expected: str | None) -> str:
         """Write ``key`` only if it still is the version tagged ``expected`` (None: only if there is
         no such object); returns the new version's tag, or raises ``WriteConflict``."""
@@ -53,6 +68,15 @@ class ObjectStore(Protocol):
 
     def digests(self, prefix: str) -> dict[str, str]:
         """MD5 (hex) of the objects under ``prefix`` whose digest is known without reading them."""
+
+
+def range_reader(store: ObjectStore, key: str) -> Callable[[int, int], bytes]:
+    """``read_range(start, end)`` over one object, as the byte-range readers of ``ingest`` take it."""
+
+    def read_range(start: int, end: int) -> bytes:
+        return store.read_range(key, start, end)
+
+    return read_range
 
 
 class LocalStore:
@@ -82,6 +106,9 @@ class LocalStore:
             raise KeyError(key) from None
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_stream(key, [data])
+
+    def put_stream(self, key: str, pieces: Iterable[bytes]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A new file of its own beside the target, with the mode any new file gets (mkstemp's
@@ -90,11 +117,26 @@ class LocalStore:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                for piece in pieces:
+                    out.write(piece)
             os.replace(temporary, path)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as file:
+                file.seek(start)
+                return file.read(max(0, end - start))
+        except FileNotFoundError:
+            raise KeyError(key) from None
 
     def replace(self, key: str, data: bytes, expected: str | None) -> str:
         path = self._path(key)

@@ -30,9 +30,9 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 from functools import cache
 from pathlib import Path
@@ -44,9 +44,12 @@ import pyarrow.csv as pacsv
 
 from patternflow.errors import InputError, Problem
 from patternflow.ingest import columns, schema, stringbytes
+from patternflow.ingest.chunking import LineBatch, ReadRange, file_reader, line_batches
 
 _BOM = b"\xef\xbb\xbf"
 _MAX_SHOWN_VALUE = 40
+IMPORTANCE_BATCH_BYTES = 16 << 20
+"""CustomerImportance is parsed in batches of whole lines of about this size (``importance_batches``)."""
 
 # One regular expression a kind of column; a value that does not match is a problem.
 # The fast path checks whole numbers and flags on their bytes (stringbytes), from the same limit.
@@ -102,6 +105,100 @@ def parse_transactions(
 def parse_importance(data: bytes, source: str, *, columns: Sequence[str] | None = None) -> pa.Table:
     """Parse a CustomerImportance CSV; raise ``InputError`` on any defect. ``columns``: see ``check_csv``."""
     return check_csv(data, source, schema.IMPORTANCE, columns=columns).table_or_raise(source)
+
+
+def importance_batches(
+    read_range: ReadRange,
+    total: int,
+    source: str,
+    *,
+    columns: Sequence[str] | None = None,
+    batch_bytes: int | None = None,
+) -> Iterator[pa.Table]:
+    """A CustomerImportance file of ``total`` bytes, read through ``read_range``, parsed batch by
+    batch (``chunking.line_batches``, of ``batch_bytes``, by default ``IMPORTANCE_BATCH_BYTES``):
+    its valid rows, one table a batch, so that a caller that aggregates them never holds the whole
+    file or its whole table.
+
+    A bad file raises the ``InputError`` that ``parse_importance`` raises for the whole of it, once
+    every batch is read: the same problems at the same lines of the whole file. A problem of the
+    whole file (binary data, not UTF-8, a stray CR: the first of each, in that order of
+    precedence) hides a bad header, and a bad header hides the rows, as they do there. No table
+    is yielded after the first problem; the caller's work on the earlier ones is thrown away.
+    """
+    found = _BatchProblems()
+    header, first_start = b"", 0
+    for batch in line_batches(read_range, total, batch_bytes or IMPORTANCE_BATCH_BYTES):
+        if batch.line == 1:
+            first_start = batch.start  # after a byte-order mark: offsets count from there
+        found.note_file_problems(batch, batch.start - first_start)
+        if found.whole_file or found.header:
+            continue  # only the problems of the whole file can still matter
+        data = batch.data if batch.line == 1 else header + batch.data
+        if batch.line == 1:
+            header = data[: data.find(b"\n") + 1]
+        result = check_csv(data, source, schema.IMPORTANCE, columns=columns)
+        if result.problems and not result.rows_read:  # empty, or a bad header: only in the first batch
+            found.header = result.problems
+        elif result.problems:
+            shift = batch.line - 2 if batch.line > 1 else 0  # a later batch's line 2 is its first line
+            found.rows += [replace(p, line=p.line + shift) for p in result.problems]
+        elif not found.rows:
+            yield result.table
+    problems = found.first()
+    if problems:
+        raise InputError(source, problems)
+
+
+def read_importance_batches(
+    path: str | Path, *, columns: Sequence[str] | None = None, batch_bytes: int | None = None
+) -> Iterator[pa.Table]:
+    """``importance_batches`` over a local file (a missing file raises at once, not when read)."""
+    return importance_batches(file_reader(path), Path(path).stat().st_size, str(path), columns=columns, batch_bytes=batch_bytes)
+
+
+def check_importance(read_range: ReadRange, total: int, source: str, *, batch_bytes: int | None = None) -> None:
+    """Raise the ``InputError`` of a bad CustomerImportance file, reading it batch by batch."""
+    for _ in importance_batches(read_range, total, source, batch_bytes=batch_bytes):
+        pass
+
+
+class _BatchProblems:
+    """What the batches of one file have shown wrong so far, ranked as the whole file's check
+    ranks it."""
+
+    def __init__(self) -> None:
+        self.nul: Problem | None = None
+        self.utf8: Problem | None = None
+        self.carriage_return: Problem | None = None
+        self.header: list[Problem] = []
+        self.rows: list[Problem] = []
+
+    @property
+    def whole_file(self) -> bool:
+        return bool(self.nul or self.utf8 or self.carriage_return)
+
+    def note_file_problems(self, batch: LineBatch, offset: int) -> None:
+        """The file's first NUL byte, byte that is not UTF-8 and stray CR so far; ``offset``:
+        where the batch starts after the byte-order mark. The last batch is checked without the
+        file's trailing whitespace, as the whole file is."""
+        data = batch.data
+        end = _stripped_length(data) if batch.last else len(data)
+        lines = batch.line - 1
+        self.nul = self.nul or _shifted(_nul_problem(data, end), lines)
+        self.utf8 = self.utf8 or _shifted(_utf8_problem(data, end, offset), lines)
+        self.carriage_return = self.carriage_return or _shifted(_line_end_problem(data, end), lines)
+
+    def first(self) -> list[Problem]:
+        """The problems the whole file's check would report, if any."""
+        for problem in (self.nul, self.utf8, self.carriage_return):
+            if problem:
+                return [problem]
+        return self.header or self.rows
+
+
+def _shifted(problem: Problem | None, lines: int) -> Problem | None:
+    return replace(problem, line=problem.line + lines) if problem else None
 
 
 def read_transactions(path: str | Path) -> pa.Table:
@@ -410,16 +507,27 @@ def _count_lines_if_plain(raw: np.ndarray, carriage_returns: bool) -> int | None
 
 def _encoding_problem(data: bytes, end: int) -> Problem | None:
     """NUL bytes or bytes that are not UTF-8 in ``data[:end]``."""
+    return _nul_problem(data, end) or _utf8_problem(data, end)
+
+
+def _nul_problem(data: bytes, end: int) -> Problem | None:
+    """The first NUL byte in ``data[:end]``."""
     nul = data.find(b"\x00", 0, end)
     if nul >= 0:
         return Problem(data.count(b"\n", 0, nul) + 1, None, "binary data: NUL byte (is this a CSV text file?)")
+    return None
+
+
+def _utf8_problem(data: bytes, end: int, offset: int = 0) -> Problem | None:
+    """The first byte that is not UTF-8 in ``data[:end]``; ``offset``: where ``data`` starts in
+    its file, for the offset the message names."""
     if data.isascii():
         return None
     try:
         data[:end].decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        return Problem(line, None, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}")
+        return Problem(line, None, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start + offset}")
     return None
 
 

@@ -1,7 +1,8 @@
 """Mechanism X: turn the transactions file into a stream of chunks on S3.
 
 A stream starts when the producer first runs with no stream under the chunks prefix: it checks
-and uploads CustomerImportance to the reference prefix, then writes the stream manifest
+and uploads CustomerImportance to the reference prefix (in batches and pieces, never holding
+either file whole), then writes the stream manifest
 (``_stream.json``: source, size, row and chunk counts, the byte offset of every chunk, start
 time and tick). The manifest is the stream's commit point; from then on every run works from it:
 
@@ -26,10 +27,10 @@ from patternflow.engine.clock import iso_ist_epoch
 from patternflow.engine.store import ObjectStore
 from patternflow.errors import PatternflowError
 from patternflow.ingest.chunking import ChunkedFile, assemble
-from patternflow.ingest.parsing import parse_importance, parse_transactions
+from patternflow.ingest.parsing import check_importance, parse_transactions
 from patternflow.pipeline.layout import chunk_key, end_of_stream_key, importance_key, manifest_key, quarantined_chunk_key
 from patternflow.pipeline.settings import PREFIXES, PipelineSettings
-from patternflow.pipeline.sources import SourceOpener
+from patternflow.pipeline.sources import SourceOpener, pieces
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +144,25 @@ def _uploaded(settings: PipelineSettings, index: int, present: set[str]) -> bool
 
 
 def start_stream(store: ObjectStore, settings: PipelineSettings, open_source: SourceOpener, now: float) -> StreamManifest:
-    """Check and upload the reference data, then commit the stream by writing its manifest."""
-    importance = open_source(settings.importance).read()
-    parse_importance(importance, settings.importance)  # a bad file stops the stream before any chunk
-    store.put(importance_key(settings), importance)
+    """Check and upload the reference data, then commit the stream by writing its manifest.
+
+    Both files are read by byte range, a batch or window at a time, never whole: CustomerImportance
+    is checked batch by batch, then copied piece by piece; the transactions are scanned for the
+    chunks' offsets."""
+    importance = open_source(settings.importance)
+    importance_size = importance.size()
+    # a bad file stops the stream before any chunk
+    check_importance(importance.read_range, importance_size, settings.importance)
+    store.put_stream(importance_key(settings), pieces(importance, importance_size))
 
     source = open_source(settings.transactions)
-    data = source.read()
-    chunked = ChunkedFile(data, settings.chunk_size)
+    size = source.size()
+    chunked = ChunkedFile.scan(source.read_range, size, settings.chunk_size)
     parse_transactions(chunked.header, settings.transactions)  # an empty file or a wrong header stops it too
     manifest = StreamManifest(
         transactions=settings.transactions,
         importance=settings.importance,
-        source_size=len(data),
+        source_size=size,
         rows=chunked.rows,
         chunk_size=settings.chunk_size,
         chunks=chunked.chunks,

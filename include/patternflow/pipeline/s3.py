@@ -4,10 +4,14 @@ The client decides where S3 is (AWS, MinIO, the embedded server): in the DAGs it
 Amazon provider's ``S3Hook`` and the ``aws_default`` connection, in the command line from an
 endpoint URL. Every object written here carries its write time (ms) as metadata, so that lag is
 measured to the millisecond rather than to S3's one-second ``Last-Modified``.
+
+An object written from pieces (``put_stream``) larger than a part goes up as a multipart upload,
+one part held at a time, so reference data of any size is copied to the bucket in bounded memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,14 +20,17 @@ from patternflow.engine.store import StoredObject, WriteConflict
 WRITTEN_AT = "written-at"
 _CONFLICTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 """What S3 answers a conditional write whose condition no longer holds (or that raced another)."""
+PART_BYTES = 16 << 20
+"""The size of a multipart upload's parts (S3 wants at least 5 MiB for all but the last)."""
 
 
 class S3Store:
     """An ``ObjectStore`` on one bucket."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, part_bytes: int = PART_BYTES) -> None:
         self.client = client
         self.bucket = bucket
+        self.part_bytes = part_bytes
 
     def get(self, key: str) -> bytes:
         return self.fetch(key).data
@@ -39,6 +46,28 @@ class S3Store:
 
     def put(self, key: str, data: bytes) -> None:
         self._put(key, data)
+
+    def put_stream(self, key: str, pieces: Iterable[bytes]) -> None:
+        """One PUT for an object of at most one part; a multipart upload, a part at a time, for a
+        larger one (aborted on any error, so that no object and no stray parts are left)."""
+        parts = _parts(pieces, self.part_bytes)
+        first = next(parts, b"")
+        second = next(parts, None)
+        if second is None:
+            self._put(key, first)
+            return
+        written = datetime.now(UTC).isoformat(timespec="milliseconds")
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata={WRITTEN_AT: written})["UploadId"]
+        try:
+            done = [self._upload_part(key, upload, number, part) for number, part in enumerate(_chain(first, second, parts), 1)]
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done})
+        except BaseException:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            raise
+
+    def _upload_part(self, key: str, upload: str, number: int, data: bytes) -> dict[str, Any]:
+        response = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=data)
+        return {"ETag": response["ETag"], "PartNumber": number}
 
     def replace(self, key: str, data: bytes, expected: str | None) -> str:
         """An S3 conditional write: If-Match the ETag read, or If-None-Match * for a new object.
@@ -106,6 +135,24 @@ class S3Store:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise KeyError(key) from None
             raise
+
+
+def _parts(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The pieces joined into parts of at least ``size`` bytes, the last one possibly smaller."""
+    buffer = bytearray()
+    for piece in pieces:
+        buffer += piece
+        if len(buffer) >= size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield second
+    yield from rest
 
 
 def endpoint_client(

@@ -1,13 +1,14 @@
 """The stream's source files, on a local disk or on S3 (``s3://bucket/key``).
 
-The producer reads a source whole once, at stream start, to find where each chunk begins;
-afterwards every tick reads only its chunk's byte range, so a tick costs the same at any
-position in the file and at any file size.
+A source is only ever read by byte range: at stream start the producer scans it a window at a
+time to find where each chunk begins (and copies CustomerImportance piece by piece); afterwards
+every tick reads only its chunk's byte range, so a tick costs the same at any position in the
+file and memory stays bounded at any file size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,8 +26,6 @@ class SourceFile(Protocol):
 
     def size(self) -> int: ...
 
-    def read(self) -> bytes: ...
-
     def read_range(self, start: int, end: int) -> bytes: ...
 
 
@@ -40,10 +39,6 @@ class LocalSource:
             return self.path.stat().st_size
         except FileNotFoundError:
             raise SourceError(f"{self.location}: no such file (working directory {Path.cwd()})") from None
-
-    def read(self) -> bytes:
-        self.size()
-        return self.path.read_bytes()
 
     def read_range(self, start: int, end: int) -> bytes:
         with self.path.open("rb") as file:
@@ -63,14 +58,20 @@ class S3Source:
         except KeyError:
             raise SourceError(f"{self.location}: no such object") from None
 
-    def read(self) -> bytes:
-        try:
-            return self.store.get(self.key)
-        except KeyError:
-            raise SourceError(f"{self.location}: no such object") from None
-
     def read_range(self, start: int, end: int) -> bytes:
         return self.store.read_range(self.key, start, end)
+
+
+PIECE_BYTES = 16 << 20
+"""A source is copied in pieces of this size (``pieces``)."""
+
+
+def pieces(source: SourceFile, size: int, piece_bytes: int | None = None) -> Iterator[bytes]:
+    """The first ``size`` bytes of a source, one byte range (of ``piece_bytes``, by default
+    ``PIECE_BYTES``) at a time: a copy never holds it whole."""
+    step = piece_bytes or PIECE_BYTES
+    for start in range(0, size, step):
+        yield source.read_range(start, min(start + step, size))
 
 
 SourceOpener = Callable[[str], SourceFile]

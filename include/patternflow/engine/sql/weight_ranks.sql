@@ -1,26 +1,17 @@
--- The starting state of a stream: one row per (merchant, customer) of CustomerImportance (the
--- Arrow table `importance`), all typeTrans together, with the rank of its weight among the
--- merchant's weights; no transactions yet.
+-- The starting state of a stream: one row per (merchant, customer) of CustomerImportance, with
+-- the rank of its weight among the merchant's weights; no transactions yet. It reads the sums of
+-- every batch (`weights`: `importance_merged_weights.sql`) and the smallest weight of all rows
+-- in cents (`importance_low`, one row).
 --
 -- weight(c, m) = weight_cents / weight_rows is a fraction; it is only ever compared with the
 -- weights of the same merchant (UPGRADE's W10), so the state keeps its dense rank instead. The
 -- ranks are exact: with the weights shifted to be non-negative, key = floor(shifted * S / rows)
 -- for S = (largest weight_rows)^2 gives equal keys to equal fractions, and distinct fractions
 -- differ by at least 1 / (rows1 * rows2) >= 1 / S, hence keys at least 1 apart, in order.
-WITH weights AS (
+WITH bounds AS (
     SELECT
-        Target                                      AS merchant,
-        Source                                      AS customer,
-        sum(CAST(Weight * 100 AS BIGINT))::HUGEINT   AS weight_cents,
-        count(*)                                    AS weight_rows
-    FROM importance
-    GROUP BY Target, Source
-),
-bounds AS (
-    SELECT
-        min(CAST(Weight * 100 AS BIGINT))::HUGEINT                                  AS low,
+        (SELECT low::HUGEINT FROM importance_low)                                   AS low,
         (SELECT max(weight_rows)::HUGEINT * max(weight_rows)::HUGEINT FROM weights)  AS scale
-    FROM importance
 )
 SELECT
     merchant,

@@ -280,3 +280,21 @@ def test_pending_rows_are_read_from_the_newest_link_of_the_chain(small_banksim, 
     pending = StateStore(LocalStore(tmp_path)).read_pending()
     assert isinstance(pending, pa.Table) and pending.equals(engine.snapshot().pending)
     engine.close()
+
+
+def test_a_store_that_commits_without_loading_keeps_the_current_version_as_a_fall_back(small_banksim, tmp_path):
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    engine = open_engine(None, lambda: importance, CONFIG, ChunkClock())
+    states = []
+    for index in range(2):
+        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        states.append(engine.snapshot())
+    StateStore(LocalStore(tmp_path)).commit(states[0], CONFIG)
+    blind = StateStore(LocalStore(tmp_path))
+    blind.commit(states[1], CONFIG)
+    assert blind.last_commit.kind == "snapshot"  # it has no loaded state to diff against
+    assert blind.versions() == [1, 2]  # version 1 stays: the newest committed versions are kept
+    (tmp_path / "CURRENT").write_bytes((tmp_path / "versions" / f"{1:010d}" / "manifest.json").read_bytes())
+    assert_same_state(StateStore(LocalStore(tmp_path)).load().state, states[0])
+    engine.close()

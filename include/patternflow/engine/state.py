@@ -181,6 +181,9 @@ class StateStore:
             log.error("%s is damaged (no version number); using the newest intact version under %sversions/", self.current_key, self.prefix)
             version = None
         self._seen = (current.tag, version)
+        if version is not None and (self._base is None or self._base.version != version):
+            # the version to keep as a fall-back, and to continue, when this store commits without loading
+            self._base = _Base(version, manifest, None, dict(manifest.get("kept", {})))
         return version, manifest
 
     def load(self) -> LoadedState | None:
@@ -252,7 +255,7 @@ class StateStore:
         tag, seen_version = self._seen
         present = self._version_keys()
         version = max([*present, seen_version or 0, 0]) + 1
-        base = self._base if self._base is not None and self._base.version == seen_version else None
+        base = self._base  # what this store loaded or last committed; a race is caught at CURRENT below
         payloads, kind, chain = self._payloads(state, base)
         objects = {
             name: {"key": self._version_key(version, f"{name}.parquet"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}

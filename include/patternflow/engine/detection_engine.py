@@ -160,8 +160,9 @@ class DetectionEngine:
         self.finished = state.finished
 
     @classmethod
-    def start(cls, importance: pa.Table, config: DetectionConfig, clock: Clock = now_ist) -> DetectionEngine:
-        """A new stream: no transactions yet, weights computed once from the CustomerImportance table."""
+    def start(cls, importance: pa.Table | Iterable[pa.Table], config: DetectionConfig, clock: Clock = now_ist) -> DetectionEngine:
+        """A new stream: no transactions yet, weights computed once from CustomerImportance (a
+        table, or its batches: memory then follows the pairs, not the file's size)."""
         return cls(config, initial_state(importance), clock)
 
     def _define_thresholds(self) -> None:

@@ -6,7 +6,7 @@ exactly the same detection files for the same input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 
@@ -20,7 +20,7 @@ from patternflow.engine.store import ObjectStore
 
 def open_engine(
     state: StateStore | None,
-    load_importance: Callable[[], pa.Table],
+    load_importance: Callable[[], pa.Table | Iterable[pa.Table]],
     config: DetectionConfig,
     clock: Clock = now_ist,
 ) -> DetectionEngine:

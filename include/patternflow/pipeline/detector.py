@@ -33,11 +33,11 @@ from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS
 from patternflow.engine.state import StateStore
-from patternflow.engine.store import ObjectStore
+from patternflow.engine.store import ObjectStore, range_reader
 from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.errors import InputError
 from patternflow.ingest import columns, schema
-from patternflow.ingest.parsing import check_csv, parse_importance
+from patternflow.ingest.parsing import check_csv, importance_batches
 from patternflow.pipeline.layout import (
     PATTERNS,
     chunk_key,
@@ -123,8 +123,14 @@ def detect(
         store, settings.state_prefix, snapshot_every=settings.state_snapshot_every, snapshot_bytes=settings.state_snapshot_bytes
     )
     reference = importance_key(settings)
+    # CustomerImportance is read only at the stream's first run, in batches of byte ranges, never whole
     engine = open_engine(
-        state, lambda: parse_importance(store.get(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS), config, clock
+        state,
+        lambda: importance_batches(
+            range_reader(store, reference), store.size(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS
+        ),
+        config,
+        clock,
     )
     try:
         folded_digests = FoldedDigests.load(store, settings)

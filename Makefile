@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run run-distributed data lock clean bench bench-quiet bench-e2e bench-load compose-env docs
+.PHONY: install test lint run run-distributed data lock clean bench bench-quiet bench-e2e bench-load bench-scale compose-env docs
 
 install: $(STAMP)
 
@@ -78,3 +78,8 @@ bench-e2e: $(STAMP)
 # SCALE=10 for ten times the BankSim volume.
 bench-load: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_load $(if $(SCALE),--scale $(SCALE))
+
+# patternflow replay at 1x, 10x and 100x BankSim: fold time, peak RSS, bytes a commit, wall, kill and
+# resume, each against its target and 1x. Data generated once into .bench-data/. SCALES=1,10 for fewer.
+bench-scale: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_scale $(if $(SCALES),--scales $(SCALES))

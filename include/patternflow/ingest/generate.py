@@ -7,13 +7,18 @@ customers who mostly use the two transportation merchants. One merchant attracts
 women, so DEI-NEEDED fires; customers' amounts vary naturally, so a few dozen heavy customers
 average below 23 (CHILD). Output is fully determined by the seed and the row count.
 
-Everything is vectorised with numpy and pyarrow: the full 594,643 rows take a few seconds.
+Everything is vectorised with numpy and pyarrow: the full 594,643 rows take a few seconds. The
+whole table is built in memory (about 1.7 GB at ten times the size); ``generate(...,
+block_rows=N)`` writes the same model block by block instead, in memory that follows the block and
+the customers, not the file: a different random stream, so its files differ from the whole-table
+ones for the same seed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -45,10 +50,16 @@ class Generated:
     merchants: int
 
 
-def generate(out: str | Path, seed: int = 0, rows: int = banksim.ROWS) -> Generated:
-    """Write ``transactions.csv`` and ``CustomerImportance.csv`` into ``out``."""
+def generate(out: str | Path, seed: int = 0, rows: int = banksim.ROWS, block_rows: int | None = None) -> Generated:
+    """Write ``transactions.csv`` and ``CustomerImportance.csv`` into ``out``.
+
+    With ``block_rows`` the files are written that many rows at a time (``generate_in_blocks``):
+    for sizes whose whole table would not fit in memory.
+    """
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
+    if block_rows is not None:
+        return generate_in_blocks(out, seed, rows, block_rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = synthesize(seed, rows)
@@ -99,6 +110,131 @@ def synthesize(seed: int, rows: int) -> pa.Table:
             "fraud": pa.array(fraud[order].astype(np.int8)),
         }
     )
+
+
+def generate_in_blocks(out: str | Path, seed: int, rows: int, block_rows: int) -> Generated:
+    """``generate`` in memory bounded by ``block_rows`` and the customers, for ten or a hundred
+    times BankSim (the whole table of 59 million rows would take about 17 GB).
+
+    The model is ``synthesize``'s, drawn block by block. A whole-table file is its merchants'
+    rows, each drawn independently from the merchant's customer weights, then shuffled; so the
+    rows of each merchant that fall in a block of consecutive rows follow a multivariate
+    hypergeometric law over what is left, and so do each category's fraudulent rows among the
+    category's rows of the block. Drawing those, then the block's rows as ``synthesize`` draws
+    them and shuffling the block, gives files with the same distribution: the same merchant
+    sizes, customers, steps and fraud counts exactly, and the same mixes and amounts.
+    """
+    if rows < 1 or block_rows < 1:
+        raise ValueError(f"rows and block_rows must be at least 1, got {rows} and {block_rows}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    population = _population(rng, rows)
+    transactions, importance = out / TRANSACTIONS_FILE, out / IMPORTANCE_FILE
+    step_ends = np.cumsum(_step_sizes(rows))
+    seen = np.zeros(len(population.customer_ids), dtype=bool)
+    with transactions.open("wb") as t_sink, importance.open("wb") as i_sink:
+        for start in range(0, rows, block_rows):
+            table, customers = _block(rng, population, start, min(block_rows, rows - start), step_ends)
+            seen[customers] = True
+            t_columns, i_columns = _transactions_columns(table), _importance_columns(table)
+            if start == 0:
+                _write_header(t_columns, t_sink)
+                _write_header(i_columns, i_sink)
+            _write_rows(t_columns, t_sink)
+            _write_rows(i_columns, i_sink)
+    return Generated(transactions, importance, rows, int(seen.sum()), int((population.merchant_sizes > 0).sum()))
+
+
+@dataclass
+class _Population:
+    """Who trades in a block-wise file, and what is left of each merchant's and category's rows."""
+
+    categories: np.ndarray
+    merchant_ids: np.ndarray
+    merchant_sizes: np.ndarray
+    rows_left: np.ndarray
+    """Per merchant: rows not yet written."""
+    fraud_left: dict[str, int]
+    """Per category: fraudulent rows not yet written."""
+    customer_ids: np.ndarray
+    age: np.ndarray
+    gender: np.ndarray
+    spending: np.ndarray
+    cumulative_weights: list[np.ndarray]
+    """Per merchant: the running sum of its customer weights, to draw a row's customer from."""
+
+
+def _population(rng: np.random.Generator, rows: int) -> _Population:
+    """The merchants and customers of ``synthesize``, with each merchant's customer weights."""
+    scale = rows / banksim.ROWS
+    categories, merchant_sizes = _merchant_sizes(rng, rows)
+    merchant_ids = _ids(rng, "M", len(merchant_sizes))
+    n_customers = max(1, round(banksim.CUSTOMERS * scale))
+    activity = rng.beta(3.0, 2.2, n_customers).clip(0.02, 0.85)
+    expected_rows = activity / activity.sum() * rows
+    gender = _fill_by_rows(rng, expected_rows, banksim.GENDER_ROWS)
+    age = np.where(gender == "E", "U", _fill_by_rows(rng, expected_rows, {k: v for k, v in banksim.AGE_ROWS.items() if k != "U"}))
+    spending = rng.lognormal(0.0, _SPENDING_SPREAD, n_customers)
+    weights = _merchant_weights(rng, categories, activity, gender, merchant_sizes)
+    category_rows = {c: int(merchant_sizes[categories == c].sum()) for c in banksim.FRAUD_ROWS_BY_CATEGORY}
+    return _Population(
+        categories=categories,
+        merchant_ids=merchant_ids,
+        merchant_sizes=merchant_sizes,
+        rows_left=merchant_sizes.copy(),
+        fraud_left={c: min(category_rows[c], round(n * scale)) for c, n in banksim.FRAUD_ROWS_BY_CATEGORY.items()},
+        customer_ids=_ids(rng, "C", n_customers),
+        age=age,
+        gender=gender,
+        spending=spending,
+        cumulative_weights=[np.cumsum(w) for w in weights],
+    )
+
+
+def _block(rng: np.random.Generator, population: _Population, start: int, rows: int, step_ends: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """Rows ``start`` to ``start + rows`` of a block-wise file, and the customers they name."""
+    counts = rng.multivariate_hypergeometric(population.rows_left, rows)
+    merchant_of_row = np.repeat(np.arange(len(counts)), counts)
+    category_of_row = population.categories[merchant_of_row]
+    fraud = _block_fraud(rng, population, category_of_row)
+    customer_of_row = np.concatenate([_draw(rng, population.cumulative_weights[m], int(k)) for m, k in enumerate(counts)])
+    cents = _amounts(rng, category_of_row, fraud, population.spending[customer_of_row])
+    population.rows_left -= counts
+
+    order = rng.permutation(rows)
+    customers = customer_of_row[order]
+    table = pa.table(
+        {
+            "step": pa.array(np.searchsorted(step_ends, np.arange(start, start + rows), side="right"), pa.int32()),
+            "customer": pa.array(population.customer_ids[customers]),
+            "age": pa.array(population.age[customers]),
+            "gender": pa.array(population.gender[customers]),
+            "merchant": pa.array(population.merchant_ids[merchant_of_row[order]]),
+            "category": pa.array(category_of_row[order]),
+            "amount_cents": pa.array(cents[order], pa.int64()),
+            "fraud": pa.array(fraud[order].astype(np.int8)),
+        }
+    )
+    return table, customers
+
+
+def _block_fraud(rng: np.random.Generator, population: _Population, category_of_row: np.ndarray) -> np.ndarray:
+    """Which of a block's rows are fraudulent: each category's share of what is left of its fraud."""
+    fraud = np.zeros(len(category_of_row), dtype=bool)
+    for category, left in population.fraud_left.items():
+        rows = np.flatnonzero(category_of_row == category)
+        category_left = int(population.rows_left[population.categories == category].sum())
+        take = int(rng.hypergeometric(left, category_left - left, len(rows))) if len(rows) else 0
+        fraud[rng.choice(rows, size=take, replace=False)] = True
+        population.fraud_left[category] = left - take
+    return fraud
+
+
+def _draw(rng: np.random.Generator, cumulative: np.ndarray, size: int) -> np.ndarray:
+    """``size`` customers drawn with the weights whose running sum is ``cumulative``."""
+    picks = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
+    return np.minimum(picks, len(cumulative) - 1)
 
 
 def _apportion(weights: np.ndarray, total: int) -> np.ndarray:
@@ -165,7 +301,16 @@ def _fill_by_rows(rng: np.random.Generator, expected_rows: np.ndarray, targets: 
 def _customers_per_merchant(
     rng: np.random.Generator, sizes: np.ndarray, categories: np.ndarray, activity: np.ndarray, gender: np.ndarray
 ) -> np.ndarray:
-    """The customer of every row, merchant by merchant (rows grouped by merchant).
+    """The customer of every row, merchant by merchant (rows grouped by merchant)."""
+    weights = _merchant_weights(rng, categories, activity, gender, sizes)
+    n = len(activity)
+    return np.concatenate([rng.choice(n, size=size, p=w / w.sum()) for w, size in zip(weights, sizes, strict=True)])
+
+
+def _merchant_weights(
+    rng: np.random.Generator, categories: np.ndarray, activity: np.ndarray, gender: np.ndarray, sizes: np.ndarray
+) -> list[np.ndarray]:
+    """Each merchant's weight on every customer: how likely a row of that merchant is theirs.
 
     Every customer uses the two transportation merchants, with a personal preference between
     them; each also has a few favourite other merchants, picked by merchant size (and, for one
@@ -184,17 +329,15 @@ def _customers_per_merchant(
     rank = np.argsort(np.argsort(-keys, axis=1), axis=1)
     is_fan = rank < favourites[:, None]
 
-    parts = []
-    for merchant, size in enumerate(sizes):
+    weights = []
+    for merchant in range(len(sizes)):
         if merchant in transport:
             share = preference if merchant == transport[0] else 1.0 - preference
-            weights = activity * share
+            weights.append(activity * share)
         else:
-            weights = activity * is_fan[:, np.flatnonzero(others == merchant)[0]]
-            if weights.sum() == 0:
-                weights = activity
-        parts.append(rng.choice(n, size=size, p=weights / weights.sum()))
-    return np.concatenate(parts)
+            fans = activity * is_fan[:, np.flatnonzero(others == merchant)[0]]
+            weights.append(fans if fans.sum() else activity)
+    return weights
 
 
 def _fraud_rows(rng: np.random.Generator, category_of_row: np.ndarray, scale: float) -> np.ndarray:
@@ -242,41 +385,50 @@ def _money(cents: pa.Array) -> pa.Array:
 
 
 def _write(columns: dict[str, pa.Array], path: Path) -> None:
-    table = pa.table(columns)
     with path.open("wb") as sink:
-        sink.write((",".join(columns) + "\n").encode())
-        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        _write_header(columns, sink)
+        _write_rows(columns, sink)
+
+
+def _write_header(columns: dict[str, pa.Array], sink: BinaryIO) -> None:
+    sink.write((",".join(columns) + "\n").encode())
+
+
+def _write_rows(columns: dict[str, pa.Array], sink: BinaryIO) -> None:
+    pacsv.write_csv(pa.table(columns), sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
 def write_transactions_csv(table: pa.Table, path: Path) -> None:
     """Write transactions in the real file's format: strings in single quotes, bare numbers."""
-    zipcode = pa.array(np.full(table.num_rows, f"'{banksim.ZIPCODE}'"))
-    _write(
-        {
-            "step": pc.cast(table["step"], pa.string()),
-            "customer": _quoted(table["customer"]),
-            "age": _quoted(table["age"]),
-            "gender": _quoted(table["gender"]),
-            "zipcodeOri": zipcode,
-            "merchant": _quoted(table["merchant"]),
-            "zipMerchant": zipcode,
-            "category": _quoted(table["category"]),
-            "amount": _money(table["amount_cents"]),
-            "fraud": pc.cast(table["fraud"], pa.string()),
-        },
-        path,
-    )
+    _write(_transactions_columns(table), path)
 
 
 def write_importance_csv(table: pa.Table, path: Path) -> None:
     """One CustomerImportance row per transaction, in the same order, with Weight = amount."""
-    _write(
-        {
-            "Source": _quoted(table["customer"]),
-            "Target": _quoted(table["merchant"]),
-            "Weight": _money(table["amount_cents"]),
-            "typeTrans": _quoted(table["category"]),
-            "fraud": pc.cast(table["fraud"], pa.string()),
-        },
-        path,
-    )
+    _write(_importance_columns(table), path)
+
+
+def _transactions_columns(table: pa.Table) -> dict[str, pa.Array]:
+    zipcode = pa.array(np.full(table.num_rows, f"'{banksim.ZIPCODE}'"))
+    return {
+        "step": pc.cast(table["step"], pa.string()),
+        "customer": _quoted(table["customer"]),
+        "age": _quoted(table["age"]),
+        "gender": _quoted(table["gender"]),
+        "zipcodeOri": zipcode,
+        "merchant": _quoted(table["merchant"]),
+        "zipMerchant": zipcode,
+        "category": _quoted(table["category"]),
+        "amount": _money(table["amount_cents"]),
+        "fraud": pc.cast(table["fraud"], pa.string()),
+    }
+
+
+def _importance_columns(table: pa.Table) -> dict[str, pa.Array]:
+    return {
+        "Source": _quoted(table["customer"]),
+        "Target": _quoted(table["merchant"]),
+        "Weight": _money(table["amount_cents"]),
+        "typeTrans": _quoted(table["category"]),
+        "fraud": pc.cast(table["fraud"], pa.string()),
+    }

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from patternflow.engine.aggregates import CANDIDATES_SCHEMA, FEMALE, MALE, MERCHANTS_SCHEMA, OTHER_GENDER, PAIRS_SCHEMA, PairAggregates
 from patternflow.engine.clock import Clock, iso_ist, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detections import Detection, DetectionFile, pending_rows, pending_table
+from patternflow.engine.detections import Detection, DetectionFile, cut_files, pending_rows, pending_table
 from patternflow.engine.ids import IdDictionary
 from patternflow.ingest import columns, schema, stringbytes
 
@@ -102,6 +102,8 @@ class ChunkResult:
     new_detections: dict[str, int]
     files: list[DetectionFile]
     seconds: float
+    detections: tuple[Detection, ...] = ()
+    """The chunk's new detections in the contract's order (what a merchant partition hands on)."""
 
 
 class OutOfOrderChunk(ValueError):
@@ -128,8 +130,11 @@ class ArrowInput:
 
 
 class DetectionEngine:
-    def __init__(self, config: DetectionConfig, state: EngineState, clock: Clock = now_ist) -> None:
+    def __init__(self, config: DetectionConfig, state: EngineState, clock: Clock = now_ist, cuts_files: bool = True) -> None:
+        """``cuts_files``: False for the engine of one merchant partition, whose detections are
+        merged with the other partitions' before they are cut into files (``ChunkResult.detections``)."""
         self.config = config
+        self.cuts_files = cuts_files
         self.clock = clock
         self.customers = IdDictionary.from_table(state.customers)
         self.merchants = IdDictionary.from_table(state.merchants)
@@ -216,7 +221,9 @@ class DetectionEngine:
         found = self._detect(touched)
         detected = iso_ist(self.clock())
         found.sort(key=lambda r: (r[0], r[3], r[2]))  # patternId, MerchantId, customerName
-        self._pending.extend(Detection(y_start, detected, *row) for row in found)
+        detections = tuple(Detection(y_start, detected, *row) for row in found)
+        if self.cuts_files:
+            self._pending.extend(detections)
         counts = Counter(row[0] for row in found)
         for pattern, n in counts.items():
             self.detections_by_pattern[pattern] = self.detections_by_pattern.get(pattern, 0) + n
@@ -225,7 +232,7 @@ class DetectionEngine:
         self.rows_folded += chunk.num_rows
         files = self._cut_files(final=False)
         new = {p: counts.get(p, 0) for p in PATTERNS}
-        return ChunkResult(index, chunk.num_rows, new, files, time.perf_counter() - started)
+        return ChunkResult(index, chunk.num_rows, new, files, time.perf_counter() - started, detections)
 
     def _fold(self, chunk: pa.Table) -> np.ndarray:
         """Add the chunk to the aggregates (``fold_chunk.sql``); returns the ids of the pairs it touched."""
@@ -280,12 +287,8 @@ class DetectionEngine:
         return files
 
     def _cut_files(self, final: bool) -> list[DetectionFile]:
-        size = self.config.rows_per_file
-        files = []
-        while len(self._pending) >= size or (final and self._pending):
-            rows, self._pending = self._pending[:size], self._pending[size:]
-            files.append(DetectionFile(self.files_written, tuple(rows)))
-            self.files_written += 1
+        files, self._pending = cut_files(self._pending, self.files_written, self.config.rows_per_file, final)
+        self.files_written += len(files)
         return files
 
     def snapshot(self) -> EngineState:

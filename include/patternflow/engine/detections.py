@@ -49,6 +49,16 @@ class DetectionFile:
         return detections_csv(self.rows)
 
 
+def cut_files(pending: list[Detection], first_number: int, size: int, final: bool) -> tuple[list[DetectionFile], list[Detection]]:
+    """Full files of ``size`` rows from the rows waiting, numbered from ``first_number`` (with
+    ``final``, the 1 to ``size - 1`` rows left too); and the rows still waiting."""
+    files = []
+    while len(pending) >= size or (final and pending):
+        rows, pending = pending[:size], pending[size:]
+        files.append(DetectionFile(first_number + len(files), tuple(rows)))
+    return files, pending
+
+
 def detection_file_name(number: int) -> str:
     return f"detection_{number}.csv"
 

@@ -32,12 +32,17 @@ def open_engine(
     loaded = state.load() if state is not None else None
     if loaded is None:
         return DetectionEngine.start(load_importance(), config, clock)
-    if loaded.config != config:
+    check_same_config(loaded.config, config)
+    return DetectionEngine(config, loaded.state, clock)
+
+
+def check_same_config(recorded: DetectionConfig, config: DetectionConfig) -> None:
+    """A stream is never resumed under other rules than it started with."""
+    if recorded != config:
         raise StateError(
-            f"the stream's state was started with different settings: {loaded.config.to_json()} "
+            f"the stream's state was started with different settings: {recorded.to_json()} "
             f"(now {config.to_json()}); reset the stream to start over with the new ones"
         )
-    return DetectionEngine(config, loaded.state, clock)
 
 
 def write_files(outputs: ObjectStore, prefix: str, files: list[DetectionFile]) -> list[str]:

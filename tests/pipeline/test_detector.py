@@ -12,8 +12,7 @@ from patternflow.pipeline.s3 import S3Store
 from patternflow.pipeline.settings import PipelineSettings
 from patternflow.pipeline.sources import source_opener
 from patternflow.pipeline.status import expected_key, read_chunk_metrics, read_progress
-from patternflow.replay import replay
-from tests.helpers import file_rows, lively_config, read_files
+from tests.helpers import file_rows, lively_config
 
 CHUNK = 5_000
 
@@ -30,15 +29,6 @@ def s3_files(store: S3Store, settings: PipelineSettings) -> dict[str, list[list[
 
 def without_times(text: str) -> list[list[str]]:
     return [row[2:] for row in file_rows(text)]
-
-
-@pytest.fixture(scope="module")
-def replayed(small_banksim, tmp_path_factory) -> dict[str, list[list[str]]]:
-    out = tmp_path_factory.mktemp("replay")
-    replay(small_banksim.transactions, small_banksim.importance, out, lively_config(CHUNK))
-    files = {name: without_times(text) for name, text in read_files(out).items()}
-    assert len(files) > 2 and {row[0] for rows in files.values() for row in rows} == {"PatId1", "PatId2", "PatId3"}
-    return files
 
 
 def run_until_finished(store, settings, runs: int = 50) -> list:

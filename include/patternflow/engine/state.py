@@ -101,6 +101,8 @@ class CommitInfo:
     manifest_bytes: int
     """Its manifest (written twice: in the version's folder and as ``CURRENT``)."""
     chain: tuple[int, ...]
+    chain_bytes: int = 0
+    """The Parquet objects of the whole chain: what loading this version reads."""
 
     @property
     def bytes_written(self) -> int:
@@ -283,7 +285,14 @@ class StateStore:
                 "from the other's state"
             ) from None
         self._base = _Base(version, manifest, state, kept)
-        self.last_commit = CommitInfo(version, kind, sum(map(len, payloads.values())), len(text), tuple(link["version"] for link in chain))
+        self.last_commit = CommitInfo(
+            version,
+            kind,
+            sum(map(len, payloads.values())),
+            len(text),
+            tuple(link["version"] for link in chain),
+            sum(entry["bytes"] for link in chain for entry in link["objects"].values()),
+        )
         needed = {link["version"] for link in chain} | {v for versions in kept.values() for v in versions}
         unneeded = [v for v in present if v < version and v not in needed]
         if unneeded:

@@ -33,7 +33,7 @@ from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS
 from patternflow.engine.state import StateStore
-from patternflow.engine.store import ObjectStore, range_reader
+from patternflow.engine.store import ObjectStore, WriteConflict, range_reader
 from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.errors import InputError
 from patternflow.ingest import columns, schema
@@ -42,16 +42,18 @@ from patternflow.pipeline.layout import (
     PATTERNS,
     chunk_key,
     conflict_key,
+    current_state_key,
     digests_key,
     end_of_stream_key,
     importance_key,
     metrics_key,
     metrics_prefix,
+    partitioning_key,
     quarantine_report_key,
     quarantined_chunk_key,
 )
 from patternflow.pipeline.producer import load_manifest
-from patternflow.pipeline.settings import PipelineSettings
+from patternflow.pipeline.settings import PipelineSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,12 @@ def detect(
     if manifest is None:
         log.info("no stream under %s yet", settings.chunks_prefix)
         return report
+    if settings.partitions != 1:
+        raise SettingsError(
+            f"partitions is {settings.partitions}: detection runs as one task per partition (detect_partition, then "
+            "write_detection_files); the detection DAG takes that shape when PATTERNFLOW_PARTITIONS is set where it is parsed"
+        )
+    check_partitioning(store, settings)
     config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
     state = StateStore(
         store, settings.state_prefix, snapshot_every=settings.state_snapshot_every, snapshot_bytes=settings.state_snapshot_bytes
@@ -189,6 +197,29 @@ def detect(
         engine.close()
     log.info("%s", report.describe())
     return report
+
+
+def check_partitioning(store: ObjectStore, settings: PipelineSettings) -> None:
+    """A stream keeps the number of partitions it started with: the first detection run records
+    it, and a run under another number fails naming the setting and the way out."""
+    key = partitioning_key(settings)
+    try:
+        recorded = json.loads(store.get(key))["partitions"]
+    except KeyError:
+        if settings.partitions != 1 and store.exists(current_state_key(settings)):
+            recorded = 1  # a stream whose detection started before partitions were recorded
+        else:
+            try:
+                store.replace(key, json.dumps({"partitions": settings.partitions}).encode(), None)
+                return
+            except WriteConflict:  # another task recorded it first
+                recorded = json.loads(store.get(key))["partitions"]
+    if recorded != settings.partitions:
+        raise SettingsError(
+            f"partitions is {settings.partitions}, but the stream's detection started with {recorded} partition(s); "
+            "the partitions of a running stream cannot change: reset the stream (patternflow reset, or the stream_reset DAG) "
+            "to start another with the new number"
+        )
 
 
 def _may_take(settings: PipelineSettings, taken: list, rows_taken: int, next_rows: int) -> bool:

@@ -61,3 +61,23 @@ def digests_key(settings: PipelineSettings) -> str:
 
 def conflict_key(settings: PipelineSettings, index: int, digest: str, extension: str) -> str:
     return f"{settings.quarantine_prefix}conflicts/chunk_{index}.{digest}.{extension}"
+
+
+def partitioning_key(settings: PipelineSettings) -> str:
+    """The stream's number of merchant partitions, recorded when its detection starts."""
+    return f"{settings.state_prefix}partitioning.json"
+
+
+def partition_state_prefix(settings: PipelineSettings, partition: int) -> str:
+    """The versioned state of one merchant partition (the stream's own state stays at the state prefix)."""
+    return f"{settings.state_prefix}partitions/{partition}/"
+
+
+def staged_prefix(settings: PipelineSettings, partition: int) -> str:
+    return f"{settings.state_prefix}staged/partition_{partition}/"
+
+
+def staged_key(settings: PipelineSettings, partition: int, first_chunk: int) -> str:
+    """One partition run's detections, chunk by chunk, waiting to be merged into files: named for
+    the run's first chunk, so that a run redone from the same state replaces a dead one's."""
+    return f"{staged_prefix(settings, partition)}from_{first_chunk:010d}.parquet"

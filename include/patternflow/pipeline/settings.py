@@ -67,6 +67,8 @@ class PipelineSettings:
     """Most rows one detection run takes of the chunks waiting (never less than one chunk); the rest wait for the next run."""
     max_chunks_per_run: int = 0
     """Most chunks one detection run takes, 0 for no bound by count (max_rows_per_run still bounds a run)."""
+    partitions: int = 1
+    """Merchant partitions of the detector's state, each folded by a task of its own; fixed when a stream starts."""
     state_snapshot_every: int = 20
     """Every this many state commits one writes the whole state; the others write only what changed (deltas)."""
     state_snapshot_bytes: int = 64 * 1024 * 1024
@@ -93,7 +95,7 @@ class PipelineSettings:
                     raise SettingsError(f"{a} {pa_!r} and {b} {pb!r} overlap: each kind of object needs a prefix of its own")
         if self.chunk_size < 1:
             raise SettingsError(f"chunk_size must be at least 1, got {self.chunk_size}")
-        for name in ("max_rows_per_run", "state_snapshot_every"):
+        for name in ("max_rows_per_run", "state_snapshot_every", "partitions"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_chunks_per_run", "state_snapshot_bytes"):

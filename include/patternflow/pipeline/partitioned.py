@@ -1,0 +1,311 @@
+"""Mechanism Y over N merchant partitions: one ``detect_partition`` task each, then
+``write_detection_files``.
+
+- ``detect_partition(k)`` opens partition k's state (``state/partitions/<k>/``), takes the waiting
+  chunks (as a one-engine run does, up to ``max_rows_per_run``), folds the rows of its merchants,
+  stages the run's detections chunk by chunk with their YStartTime and detectionTime
+  (``state/staged/partition_<k>/from_<first chunk>.parquet``) and only then commits its state.
+- ``write_detection_files`` merges, chunk by chunk up to the chunk every partition has committed,
+  the partitions' staged detections in the contract's order, cuts and writes the 50-row files,
+  commits the stream's own state (``state/CURRENT``: pending rows, next file number, chunks
+  merged, counters; what the progress display and the sensor read) and then removes the staged
+  objects it no longer needs.
+
+Exactly once: a partition's staged rows are written before its commit and named for the run's
+first chunk, so a redone run replaces a dead one's, and the merge reads only chunks below every
+partition's committed position; files are written before the stream's commit, and a redone merge
+rewrites the same rows under the same names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from patternflow.engine.clock import Clock, now_ist
+from patternflow.engine.config import DetectionConfig
+from patternflow.engine.detection_engine import WEIGHT_COLUMNS
+from patternflow.engine.detections import Detection, pending_rows, pending_table
+from patternflow.engine.partitions import PartitionEngine, StreamFiles
+from patternflow.engine.state import StateStore
+from patternflow.engine.store import ObjectStore, range_reader
+from patternflow.engine.stream import write_files
+from patternflow.ingest import columns
+from patternflow.ingest.parsing import importance_batches
+from patternflow.pipeline.detector import (
+    ChunkMetrics,
+    DetectionReport,
+    FoldedDigests,
+    _folded_chunks,
+    _may_take,
+    _put_metrics,
+    _remove_originals,
+    _summarise,
+    _uri,
+    accept_chunk,
+    check_partitioning,
+    find_conflicts,
+    finish_moves,
+)
+from patternflow.pipeline.layout import (
+    PATTERNS,
+    chunk_key,
+    digests_key,
+    end_of_stream_key,
+    importance_key,
+    partition_state_prefix,
+    staged_key,
+    staged_prefix,
+)
+from patternflow.pipeline.producer import load_manifest
+from patternflow.pipeline.settings import PipelineSettings, SettingsError
+
+log = logging.getLogger(__name__)
+
+_CHUNKS_METADATA = b"patternflow.chunks"
+"""The staged object's per-chunk records (rows, upload and processing times), in its schema metadata."""
+
+
+@dataclass
+class PartitionReport:
+    """One partition task's result (its XCom): what it took, found and now holds."""
+
+    partition: int
+    chunks: list[int] = field(default_factory=list)
+    rows: int = 0
+    """Rows of this partition's merchants in the chunks taken."""
+    new_detections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATTERNS, 0))
+    state_version: int | None = None
+    state_bytes: int = 0
+    """The committed state's objects, snapshot and deltas (what loading it reads)."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def partition_state(store: ObjectStore, settings: PipelineSettings, partition: int) -> StateStore:
+    return StateStore(
+        store,
+        partition_state_prefix(settings, partition),
+        snapshot_every=settings.state_snapshot_every,
+        snapshot_bytes=settings.state_snapshot_bytes,
+    )
+
+
+def stream_state(store: ObjectStore, settings: PipelineSettings) -> StateStore:
+    return StateStore(
+        store, settings.state_prefix, snapshot_every=settings.state_snapshot_every, snapshot_bytes=settings.state_snapshot_bytes
+    )
+
+
+def detect_partition(
+    store: ObjectStore,
+    settings: PipelineSettings,
+    partition: int,
+    config: DetectionConfig | None = None,
+    clock: Clock = now_ist,
+    wall: Callable[[], float] = time.time,
+) -> PartitionReport:
+    """One run of partition ``partition`` over the chunks waiting on ``store``."""
+    if not 0 <= partition < settings.partitions:
+        raise SettingsError(f"partition {partition} is not one of partitions 0..{settings.partitions - 1}")
+    report = PartitionReport(partition)
+    manifest = load_manifest(store, settings)
+    if manifest is None:
+        log.info("no stream under %s yet", settings.chunks_prefix)
+        return report
+    check_partitioning(store, settings)
+    config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
+    state = partition_state(store, settings, partition)
+    reference = importance_key(settings)
+    engine = PartitionEngine.open(
+        state,
+        lambda: importance_batches(
+            range_reader(store, reference), store.size(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS
+        ),
+        config,
+        partition,
+        settings.partitions,
+        clock,
+    )
+    try:
+        first = engine.chunks_folded
+        staged: list[pa.Table] = []
+        records: list[dict] = []
+        rows_taken = 0
+        while engine.chunks_folded < manifest.chunks and _may_take(
+            settings, records, rows_taken, manifest.chunk_rows(engine.chunks_folded)
+        ):
+            index = engine.chunks_folded
+            began, started = clock(), wall()
+            try:
+                stored = store.fetch(chunk_key(settings, index))
+            except KeyError:
+                break
+            rows_taken += manifest.chunk_rows(index)
+            accepted = accept_chunk(store, settings, index, stored.data, manifest.chunk_rows(index))
+            result = engine.fold(index, accepted.table, began=began)
+            staged.append(_staged_rows(index, result.detections))
+            records.append(
+                {
+                    "index": index,
+                    "rows": accepted.table.num_rows,
+                    "rows_set_aside": accepted.rows_set_aside,
+                    "quarantined": accepted.quarantined,
+                    "uploaded_at": stored.written_at,
+                    "started_at": started,
+                    "finished_at": wall(),
+                }
+            )
+            report.chunks.append(index)
+            report.rows += result.rows
+            for pattern, n in result.new_detections.items():
+                report.new_detections[pattern] += n
+        if records:
+            table = pa.concat_tables(staged).replace_schema_metadata({_CHUNKS_METADATA: json.dumps(records).encode()})
+            store.put(staged_key(settings, partition, first), _parquet_bytes(table))  # before the commit that counts it
+            report.state_version = state.commit(engine.snapshot(), config)
+            report.state_bytes = state.last_commit.chain_bytes
+    finally:
+        engine.close()
+    log.info(
+        "partition %s: chunks %s, %s rows of its merchants, new detections %s",
+        partition,
+        report.chunks,
+        f"{report.rows:,}",
+        report.new_detections,
+    )
+    return report
+
+
+def write_detection_files(
+    store: ObjectStore,
+    settings: PipelineSettings,
+    config: DetectionConfig | None = None,
+    wall: Callable[[], float] = time.time,
+) -> DetectionReport:
+    """Merge every chunk that all partitions have committed into the detection files."""
+    report = DetectionReport()
+    manifest = load_manifest(store, settings)
+    if manifest is None:
+        return report
+    check_partitioning(store, settings)
+    config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
+    state = stream_state(store, settings)
+    stream = StreamFiles.open(state, config)
+    folded_digests = FoldedDigests.load(store, settings)
+    uploaded = _folded_chunks(settings, store.digests(settings.chunks_prefix), stream.chunks_merged)
+    report.conflicts = find_conflicts(store, settings, folded_digests, uploaded)
+    finish_moves(store, settings, folded_digests, uploaded)
+    if stream.finished:
+        report.end_of_stream = True
+        return report
+    committed = [_committed_chunks(store, settings, k) for k in range(settings.partitions)]
+    ready = min(committed)
+    staged = [_read_staged(store, settings, k, stream.chunks_merged, ready) for k in range(settings.partitions)]
+    metrics: list[ChunkMetrics] = []
+    moved: list[str] = []
+    for index in range(stream.chunks_merged, ready):
+        parts = [by_chunk.get(index, ([], None)) for by_chunk in staged]
+        record = next(r for _, r in parts if r is not None)  # every partition read the same chunk
+        rows = record["rows"]
+        files, counts = stream.add_chunk(index, rows, [detections for detections, _ in parts])
+        names = write_files(store, settings.output_prefix, files)
+        finished_at = max(r["finished_at"] for _, r in parts if r is not None)
+        metrics.append(
+            ChunkMetrics(index, rows, record["uploaded_at"], record["started_at"], finished_at, counts, names, record["rows_set_aside"])
+        )
+        if record["quarantined"]:
+            moved.append(chunk_key(settings, index))
+            folded_digests.quarantined.append(index)
+    final_files: list[str] = []
+    if stream.chunks_merged == manifest.chunks and store.exists(end_of_stream_key(settings)):
+        final_files = write_files(store, settings.output_prefix, stream.finish())
+        report.end_of_stream = True
+        if metrics:
+            metrics[-1].files += final_files
+    if metrics or report.end_of_stream:
+        if metrics:
+            _record_digests(store, settings, folded_digests, [m.index for m in metrics])
+        report.state_version = state.commit(stream.snapshot(), config)
+        done = wall()
+        for chunk in metrics:
+            chunk.committed_at = done
+        if metrics:
+            _put_metrics(store, settings, metrics)
+        _remove_originals(store, moved)
+        _remove_merged(store, settings, stream.chunks_merged)
+    _summarise(report, metrics, [] if metrics else final_files)
+    log.info("%s", report.describe())
+    return report
+
+
+def _committed_chunks(store: ObjectStore, settings: PipelineSettings, partition: int) -> int:
+    """How many chunks partition ``partition`` has committed (0 before its first commit)."""
+    try:
+        return json.loads(store.get(f"{partition_state_prefix(settings, partition)}CURRENT"))["chunks_folded"]
+    except (KeyError, ValueError):
+        return 0
+
+
+def _read_staged(
+    store: ObjectStore, settings: PipelineSettings, partition: int, start: int, end: int
+) -> dict[int, tuple[list[Detection], dict]]:
+    """Partition ``partition``'s staged detections and records of chunks ``start`` to ``end - 1``, by chunk."""
+    found: dict[int, tuple[list[Detection], dict]] = {}
+    if start >= end:
+        return found
+    keys = store.list(staged_prefix(settings, partition))
+    firsts = sorted((int(key.rsplit("_", 1)[1].split(".")[0]), key) for key in keys)
+    needed = [key for i, (first, key) in enumerate(firsts) if first < end and (i + 1 == len(firsts) or firsts[i + 1][0] > start)]
+    for key in needed:
+        table = pq.ParquetFile(pa.BufferReader(store.get(key))).read()
+        records = json.loads(table.schema.metadata[_CHUNKS_METADATA])
+        chunk_of_row = columns.to_numpy(table.column("chunk"))
+        rows = pending_rows(table.drop_columns(["chunk"]).replace_schema_metadata(None))
+        for record in records:
+            if start <= record["index"] < end:
+                found[record["index"]] = ([row for row, chunk in zip(rows, chunk_of_row, strict=True) if chunk == record["index"]], record)
+    missing = [i for i in range(start, end) if i not in found]
+    if missing:
+        raise RuntimeError(f"partition {partition} committed chunks up to {end - 1} but staged none of chunks {missing[:5]}")
+    return found
+
+
+def _remove_merged(store: ObjectStore, settings: PipelineSettings, merged: int) -> None:
+    """Staged objects every chunk of which is merged: the first chunk of the next object of the
+    same partition tells where one ends."""
+    for partition in range(settings.partitions):
+        firsts = sorted((int(key.rsplit("_", 1)[1].split(".")[0]), key) for key in store.list(staged_prefix(settings, partition)))
+        done = [key for i, (_, key) in enumerate(firsts) if i + 1 < len(firsts) and firsts[i + 1][0] <= merged]
+        if done:
+            store.delete(done)
+
+
+def _record_digests(store: ObjectStore, settings: PipelineSettings, digests: FoldedDigests, merged: list[int]) -> None:
+    """The merged chunks' ETags as listed, before the commit that makes them merged (the partitions
+    read the bytes; their ETag, an MD5 for the producer's single-part uploads, stands for them)."""
+    listed = store.digests(settings.chunks_prefix)
+    for index in merged:
+        etag = listed.get(chunk_key(settings, index))
+        if etag is not None:
+            digests.md5[str(index)] = digests.etag[str(index)] = etag.strip('"')
+    store.put(digests_key(settings), digests.to_bytes())
+
+
+def _staged_rows(index: int, detections: tuple[Detection, ...]) -> pa.Table:
+    rows = pending_table(list(detections))
+    return rows.add_column(0, "chunk", columns.from_numpy(np.full(rows.num_rows, index, dtype=np.int32)))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()

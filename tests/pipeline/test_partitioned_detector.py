@@ -1,0 +1,159 @@
+"""Detection over merchant partitions on S3: the same files as replay for any N, exactly once
+whichever task fails, dies or runs ahead of the others."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from patternflow.engine.state import StateStore
+from patternflow.pipeline.detector import detect
+from patternflow.pipeline.layout import partition_state_prefix, staged_prefix
+from patternflow.pipeline.partitioned import detect_partition, write_detection_files
+from patternflow.pipeline.producer import produce
+from patternflow.pipeline.s3 import S3Store
+from patternflow.pipeline.settings import PipelineSettings, SettingsError
+from patternflow.pipeline.sources import source_opener
+from patternflow.pipeline.status import read_chunk_metrics, read_progress
+from tests.helpers import lively_config
+from tests.pipeline.test_detector import CHUNK, s3_files, settings_for
+
+CHUNKS = 12
+
+
+class Died(Exception):
+    """A task killed at this point: nothing after it happens."""
+
+
+class DyingStore(S3Store):
+    """An S3 store whose task dies at the ``die_at``-th write (put, conditional replace or delete)."""
+
+    def __init__(self, client, bucket, die_at: int | None) -> None:
+        super().__init__(client, bucket)
+        self.die_at, self.writes = die_at, 0
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.writes == self.die_at:
+            raise Died
+
+    def put(self, key, data):
+        self._write()
+        return super().put(key, data)
+
+    def replace(self, key, data, expected):
+        self._write()
+        return super().replace(key, data, expected)
+
+    def delete(self, keys):
+        self._write()
+        return super().delete(keys)
+
+
+def stream(s3_client, bucket, small_banksim, **extra) -> tuple[S3Store, PipelineSettings]:
+    settings = settings_for(bucket, small_banksim, **extra)
+    store = S3Store(s3_client, bucket)
+    produce(store, settings, source_opener(lambda: s3_client), 0.0, fast=True)
+    return store, settings
+
+
+def dag_run(store, settings) -> None:
+    """One detection DAG run: every partition task, then the merge."""
+    for partition in range(settings.partitions):
+        detect_partition(store, settings, partition, lively_config(CHUNK))
+    write_detection_files(store, settings, lively_config(CHUNK))
+
+
+@pytest.mark.parametrize(("partitions", "max_chunks"), [(1, 5), (2, 3), (4, 5), (8, 12)])
+def test_partitions_write_what_replay_writes(small_banksim, s3_client, bucket, replayed, partitions, max_chunks):
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=partitions, max_chunks_per_run=max_chunks)
+    reports = []
+    for _ in range(10):
+        reports.append([detect_partition(store, settings, k, lively_config(CHUNK)) for k in range(partitions)])
+        merged = write_detection_files(store, settings, lively_config(CHUNK))
+        if merged.end_of_stream:
+            break
+    assert merged.end_of_stream
+    assert s3_files(store, settings) == replayed
+    progress = read_progress(store, settings)
+    assert progress.finished and progress.chunks_folded == CHUNKS
+    assert [m["index"] for m in read_chunk_metrics(store, settings)] == list(range(CHUNKS))
+    first = reports[0]
+    assert [r.chunks for r in first] == [list(range(min(max_chunks, CHUNKS)))] * partitions
+    assert sum(r.rows for r in first) == min(max_chunks, CHUNKS) * CHUNK  # every row in exactly one partition
+    assert all(r.state_bytes > 0 for r in first)
+    assert store.list(staged_prefix(settings, 0)) == [] or len(store.list(staged_prefix(settings, 0))) == 1  # merged ones removed
+
+
+def test_partitions_at_different_chunks_are_merged_up_to_the_slowest(small_banksim, s3_client, bucket, replayed):
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=3, max_chunks_per_run=2)
+    for _ in range(3):
+        detect_partition(store, settings, 0, lively_config(CHUNK))  # partition 0 runs ahead: chunks 0..5
+    detect_partition(store, settings, 1, lively_config(CHUNK))  # 0..1
+    assert write_detection_files(store, settings, lively_config(CHUNK)).chunks == []  # partition 2 has nothing yet
+    detect_partition(store, settings, 2, lively_config(CHUNK))
+    assert write_detection_files(store, settings, lively_config(CHUNK)).chunks == [0, 1]
+    for _ in range(12):
+        dag_run(store, settings)
+    assert read_progress(store, settings).finished
+    assert s3_files(store, settings) == replayed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tasks_dying_at_any_write_still_give_replays_files_once(small_banksim, s3_client, bucket, replayed, seed):
+    """Partition tasks and merges killed at random writes (a staged object, a state object, a
+    pointer, a detection file, a pruning delete), retried or not before the next run: the
+    stream ends with replay's files, no row twice, none lost."""
+    rng = random.Random(seed)
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=3, max_chunks_per_run=rng.choice([2, 3, 5]))
+    died = 0
+    for _ in range(60):
+        for partition in rng.sample(range(3), 3):
+            dying = DyingStore(s3_client, bucket, rng.choice([None, None, rng.randint(1, 12)]))
+            try:
+                detect_partition(dying, settings, partition, lively_config(CHUNK))
+            except Died:
+                died += 1
+        dying = DyingStore(s3_client, bucket, rng.choice([None, None, rng.randint(1, 8)]))
+        try:
+            if write_detection_files(dying, settings, lively_config(CHUNK)).end_of_stream:
+                break
+        except Died:
+            died += 1
+    assert died > 0
+    assert read_progress(store, settings).finished
+    assert s3_files(store, settings) == replayed
+
+
+def test_a_change_of_partitions_on_a_running_stream_is_refused(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=2, max_chunks_per_run=2)
+    dag_run(store, settings)
+    refused = r"partitions is {}, but the stream's detection started with 2 partition\(s\).*reset the stream"
+    with pytest.raises(SettingsError, match=refused.format(3)):
+        dag_run(store, PipelineSettings(**{**settings.to_json(), "partitions": 3}))
+    with pytest.raises(SettingsError, match=refused.format(1)):
+        detect(store, PipelineSettings(**{**settings.to_json(), "partitions": 1}), lively_config(CHUNK))
+
+
+def test_a_one_engine_stream_cannot_go_on_with_partitions(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, max_chunks_per_run=2)
+    detect(store, settings, lively_config(CHUNK))
+    partitioned = PipelineSettings(**{**settings.to_json(), "partitions": 2})
+    with pytest.raises(SettingsError, match="started with 1 partition"):
+        detect_partition(store, partitioned, 0, lively_config(CHUNK))
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_bad_partition_settings_are_refused(value):
+    with pytest.raises(SettingsError, match=f"partitions must be at least 1, got {value}"):
+        PipelineSettings(partitions=value)
+
+
+def test_a_partition_state_holds_only_its_merchants(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=4, max_chunks_per_run=12)
+    dag_run(store, settings)
+    merchants = [set(StateStore(store, partition_state_prefix(settings, k)).load().state.merchants.column(0).to_pylist()) for k in range(4)]
+    assert all(merchants) and sum(map(len, merchants)) == len(set().union(*merchants))
+    assert json.loads(store.get(f"{settings.state_prefix}partitioning.json")) == {"partitions": 4}

@@ -75,3 +75,31 @@ def test_a_lasting_error_fails_the_task_at_once_without_its_retries(tmp_path, s3
     assert "SettingsError: chunk_size must be at least 1, got 0" in log
     assert log.count("Task failed with exception") == 1, log[-3000:]
     assert "up_for_retry" not in log.lower()
+
+
+def test_dags_test_with_partitions_maps_a_task_a_partition_and_detects_what_replay_detects(
+    tmp_path, s3_endpoint, s3_client, bucket, small_banksim
+):
+    """PATTERNFLOW_PARTITIONS=3: each run maps detect_partition over the 3 partitions, then
+    write_detection_files merges; the files are replay's."""
+    env = airflow_environment(tmp_path / "airflow", s3_endpoint, bucket, small_banksim, CHUNK, {"max_chunks_per_run": 5})
+    env["PATTERNFLOW_PARTITIONS"] = "3"
+    airflow(env, "db", "migrate")
+    settings = PipelineSettings(bucket=bucket, partitions=3)
+    store = S3Store(s3_client, bucket)
+    airflow(env, "dags", "test", "transaction_producer")
+
+    runs = 0
+    while not read_progress(store, settings).finished:
+        runs += 1
+        assert runs <= 4, "the detector should finish 12 chunks in 3 runs of at most 5"
+        log = airflow(env, "dags", "test", "pattern_detection")
+        for partition in range(3):
+            assert f"'partition': {partition}, 'chunks': [" in log
+        assert "Returned value was: {'chunks': [" in log  # write_detection_files
+    assert runs == 3
+
+    replay(small_banksim.transactions, small_banksim.importance, tmp_path / "replay", lively_config(CHUNK))
+    expected = {name: [row[2:] for row in file_rows(text)] for name, text in read_files(tmp_path / "replay").items()}
+    got = {k.rsplit("/", 1)[1]: [row[2:] for row in file_rows(store.get(k).decode())] for k in store.list(settings.output_prefix)}
+    assert got == expected

@@ -91,6 +91,10 @@ class DetectionReport:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def lineage(self) -> dict:
+        """What the run added to the detections' Asset: its event's extra in the Assets view."""
+        return {"chunks": self.chunks, "files": self.files, "new_detections": self.new_detections}
+
     def describe(self) -> str:
         if not self.chunks and not self.files and not self.conflicts:
             return "no new chunk" + (" (stream finished)" if self.end_of_stream else "")

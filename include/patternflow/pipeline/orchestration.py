@@ -73,6 +73,27 @@ def settings_for(params: Mapping[str, Any] | None = None) -> PipelineSettings:
     return PipelineSettings.resolve(params, _variables())
 
 
+@contextmanager
+def detection_run(parsed: PipelineSettings) -> Iterator[tuple[Any, PipelineSettings, DetectionConfig]]:
+    """A detection task's context, settings and thresholds, lasting errors failing it at once.
+
+    The DAG's shape follows ``partitions`` as the file was parsed (``parsed``: the environment);
+    a run whose settings (the Variable, say) ask for another number fails, naming the setting."""
+    from airflow.sdk import get_current_context
+
+    from patternflow.pipeline.settings import SettingsError
+
+    context = get_current_context()
+    with failing_at_once_on_lasting_errors():
+        settings, thresholds = detection_settings_for(context["params"])
+        if settings.partitions != parsed.partitions:
+            raise SettingsError(
+                f"partitions is {settings.partitions} for this run but the detection DAG was parsed with {parsed.partitions}: "
+                "set PATTERNFLOW_PARTITIONS in the environment of every Airflow component (the DAG's shape follows it)"
+            )
+        yield context, settings, thresholds
+
+
 def detection_settings_for(params: Mapping[str, Any] | None = None) -> tuple[PipelineSettings, DetectionConfig]:
     """The settings and the pattern thresholds, from one Variable lookup."""
     variables = _variables()

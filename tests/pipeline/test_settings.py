@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -78,3 +79,26 @@ def test_detection_thresholds_come_from_variables_and_environment():
     assert PipelineSettings.detection_config(variables(), environ, with_chunk_size=True).chunk_size == 7  # a stream cut here
     with pytest.raises(SettingsError, match="detection settings"):
         PipelineSettings.detection_config(variables(), {"PATTERNFLOW_UPGRADE_COUNT_QUANTILE": "1.5"})
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("environment", "2.5", "partitions from environment PATTERNFLOW_PARTITIONS: '2.5' is not a valid int"),
+        ("environment", "four", "partitions from environment PATTERNFLOW_PARTITIONS: 'four' is not a valid int"),
+        ("environment", "0", "partitions must be at least 1, got 0"),
+        ("variable", 2.5, "partitions from Variable patternflow_settings key partitions: 2.5 is not a valid int"),
+        ("variable", True, "partitions from Variable patternflow_settings key partitions: True is not a valid int"),
+        ("variable", -3, "partitions must be at least 1, got -3"),
+    ],
+)
+def test_a_bad_number_of_partitions_is_refused_naming_the_setting(monkeypatch, where, value, message):
+    if where == "environment":
+        monkeypatch.setenv("PATTERNFLOW_PARTITIONS", value)
+        variables = {}
+    else:
+        variables = {"partitions": value}
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        PipelineSettings.resolve(None, variables)
+    monkeypatch.setenv("PATTERNFLOW_PARTITIONS", "4")
+    assert PipelineSettings.resolve(None, {}).partitions == 4

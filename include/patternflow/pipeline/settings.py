@@ -200,7 +200,7 @@ def _lookup(name: str, params: Mapping[str, Any], variables: Mapping[str, Any], 
 def _convert(raw: Any, kind: Any) -> Any:
     kind = kind if isinstance(kind, str) else kind.__name__
     if kind == "int":
-        if isinstance(raw, float) and not raw.is_integer():
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise ValueError(raw)
         return int(str(raw).replace("_", "")) if not isinstance(raw, int | float) else int(raw)
     if kind == "float":

@@ -268,11 +268,13 @@ def _read_staged(
     for key in needed:
         table = pq.ParquetFile(pa.BufferReader(store.get(key))).read()
         records = json.loads(table.schema.metadata[_CHUNKS_METADATA])
-        chunk_of_row = columns.to_numpy(table.column("chunk"))
+        by_chunk: dict[int, list[Detection]] = {}
         rows = pending_rows(table.drop_columns(["chunk"]).replace_schema_metadata(None))
+        for row, chunk in zip(rows, columns.to_numpy(table.column("chunk")).tolist(), strict=True):
+            by_chunk.setdefault(chunk, []).append(row)
         for record in records:
             if start <= record["index"] < end:
-                found[record["index"]] = ([row for row, chunk in zip(rows, chunk_of_row, strict=True) if chunk == record["index"]], record)
+                found[record["index"]] = (by_chunk.get(record["index"], []), record)
     missing = [i for i in range(start, end) if i not in found]
     if missing:
         raise RuntimeError(f"partition {partition} committed chunks up to {end - 1} but staged none of chunks {missing[:5]}")

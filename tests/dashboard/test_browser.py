@@ -14,11 +14,13 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from patternflow.local.launcher import stop_group
 from patternflow.pipeline.s3 import S3Store, endpoint_client
 from patternflow.pipeline.settings import PipelineSettings
 from patternflow.pipeline.status import read_chunk_metrics, read_progress
+from patternflow.web.dashboard import create_app
 from patternflow.web.stream_view import LATEST_ROWS
 from tests.airflow_runs import AIRFLOW, PROJECT, airflow, airflow_environment
 from tests.dashboard.chromium import dump_dom, figures, find_chromium, number, screenshot
@@ -194,3 +197,35 @@ def test_the_page_sits_in_the_airflow_uis_navigation(served, tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         for path in (shot, dark):
             shutil.copy(path, folder / path.name)
+
+
+@contextmanager
+def app_server(store: S3Store, settings: PipelineSettings) -> Iterator[str]:
+    """The page's app alone, under uvicorn in a thread (as the api-server mounts it, without
+    Airflow's login): a browser over any stream, no DAG run needed."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lambda: (store, settings)), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the app's server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_the_page_shows_each_partition_of_a_partitioned_stream(partitions_apart):
+    browser = find_chromium()
+    with app_server(partitions_apart.store, partitions_apart.settings) as url:
+        shown = figures(dump_dom(browser, f"{url}/"))
+    assert shown.figures["partitions"] == ["3"]
+    assert shown.figures["partition_last_chunk"] == ["5", "2", "\u2013"]
+    assert [text.split()[-1] for text in shown.figures["partition_state_bytes"][:2]] == ["KiB", "KiB"]
+    assert shown.figures["partition_last_run"][2] == "not started"
+    assert number(shown.figures["chunks_processed"][0]) == 0  # no chunk is in every partition yet

@@ -45,6 +45,26 @@ def test_the_json_api_serves_the_stream_view(finished):
     }
 
 
+def test_the_json_api_of_a_partitioned_stream_adds_its_partitions(partitioned, partitions_apart):
+    for stream in (partitioned, partitions_apart):
+        body = client_for(stream).get("/api/stream").json()
+        assert set(body) == DOCUMENTED_FIELDS | {"partitions"}
+        assert body["partitions"] == build_view(stream.store, stream.settings)["partitions"]
+        assert [p["partition"] for p in body["partitions"]] == [0, 1, 2]
+        assert set(body["partitions"][0]) == {
+            "partition",
+            "started",
+            "chunks_processed",
+            "last_chunk",
+            "state_version",
+            "state_bytes",
+            "committed_at",
+        }
+    assert [p["chunks_processed"] for p in body["partitions"]] == [6, 3, 0]  # partitions_apart's
+    html = client_for(partitioned).get("/api/stream/html").text
+    assert html.count("<tr data-partition=") == 3 and 'data-figure="partitions" data-value="3"' in html
+
+
 def test_the_html_route_tells_the_page_whether_to_keep_refreshing(finished, running):
     done = client_for(finished).get("/api/stream/html")
     assert done.status_code == 200 and done.headers["x-stream-finished"] == "true"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 
 import pytest
 
 from patternflow.cli import main
+from patternflow.pipeline.layout import partition_state_prefix
 from patternflow.pipeline.status import read_progress
 from tests.dashboard.chromium import figures, number
 from tests.helpers import file_rows
@@ -60,3 +63,22 @@ def test_an_unfinished_stream_is_reported_only_when_asked(running, tmp_path, cap
 def test_a_bucket_without_a_stream_is_an_error(finished, tmp_path, capsys, s3_client, bucket):
     assert main(["report", "--out", str(tmp_path / "r.html"), "--endpoint-url", finished.endpoint, "--bucket", bucket]) == 2
     assert "no stream in" in capsys.readouterr().err
+
+
+def test_the_report_of_a_partitioned_stream_shows_its_partitions(partitioned, finished, tmp_path):
+    out = tmp_path / "report.html"
+    assert report(partitioned, out) == 0  # the command's settings say nothing of partitions: the stream's record does
+    shown = figures(out.read_text())
+    assert shown.figures["partitions"] == ["3"]
+    assert shown.figures["partition_last_chunk"] == ["11"] * 3
+    for text, (_, task) in zip(shown.figures["partition_state_bytes"], sorted(partitioned.reports.items()), strict=True):
+        size = task.state_bytes
+        assert text == (f"{size / 1024:,.1f} KiB" if size < 1024**2 else f"{size / 1024**2:,.1f} MiB")
+    current = [json.loads(partitioned.store.get(f"{partition_state_prefix(partitioned.settings, k)}CURRENT")) for k in range(3)]
+    assert shown.figures["partition_last_run"] == [
+        datetime.fromisoformat(c["committed_at"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") for c in current
+    ]
+
+    one = tmp_path / "one.html"
+    assert report(finished, one) == 0
+    assert "data-partition" not in one.read_text() and "partitions" not in figures(one.read_text()).figures

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from datetime import UTC, datetime
 
 from patternflow.engine.detections import FILE_HEADER
 from patternflow.engine.store import LocalStore
-from patternflow.pipeline.layout import PATTERNS
+from patternflow.pipeline.layout import PATTERNS, partition_state_prefix
 from patternflow.pipeline.settings import PipelineSettings
-from patternflow.pipeline.status import read_chunk_metrics, read_progress
+from patternflow.pipeline.status import read_chunk_metrics, read_partitions, read_progress, recorded_partitions
 from patternflow.web.stream_view import LATEST_ROWS, RowCounts, build_view
 from patternflow.web.view_html import render_sections
+from tests.dashboard.chromium import figures
 from tests.dashboard.conftest import Stream
 from tests.helpers import file_rows
 
@@ -136,3 +139,67 @@ def test_values_from_s3_are_escaped_in_the_html(tmp_path):
     store.put(f"{settings.output_prefix}detection_0.csv", (HEADER + 'a,b,PatId1,UPGRADE,"<img src=x onerror=alert(1)>",M1\n').encode())
     html = render_sections(build_view(store, settings))
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+UNITS = {"KiB": 1024, "MiB": 1024**2}
+
+
+def shown_bytes(text: str) -> float:
+    """A state size as shown ("48.3 KiB"), in its own unit."""
+    return float(text.split()[0].replace(",", ""))
+
+
+def committed(stream, partition: int) -> dict:
+    return json.loads(stream.store.get(f"{partition_state_prefix(stream.settings, partition)}CURRENT"))
+
+
+def test_a_partitioned_stream_shows_each_partitions_committed_state(partitioned):
+    view = build_view(partitioned.store, partitioned.settings)
+    assert view["progress"]["finished"] and view["progress"]["chunks_processed"] == 12
+    assert [p["partition"] for p in view["partitions"]] == [0, 1, 2]
+    for shown in view["partitions"]:
+        task = partitioned.reports[shown["partition"]]  # the partition's last task, as it reported itself
+        current = committed(partitioned, shown["partition"])
+        chain_on_s3 = sum(partitioned.store.size(entry["key"]) for link in current["chain"] for entry in link["objects"].values())
+        assert shown["started"] and shown["chunks_processed"] == task.chunks[-1] + 1 == 12 and shown["last_chunk"] == 11
+        assert shown["state_version"] == task.state_version
+        assert shown["state_bytes"] == task.state_bytes == chain_on_s3 > 0
+        assert shown["committed_at"] == current["committed_at"]
+
+    html = figures(render_sections(view))
+    assert html.figures["partitions"] == ["3"]
+    assert html.figures["partition_last_chunk"] == ["11"] * 3
+    for text, shown in zip(html.figures["partition_state_bytes"], view["partitions"], strict=True):
+        unit = "KiB" if shown["state_bytes"] < UNITS["MiB"] else "MiB"
+        assert text.endswith(f" {unit}") and shown_bytes(text) == round(shown["state_bytes"] / UNITS[unit], 1)
+    assert html.figures["partition_last_run"] == [
+        datetime.fromisoformat(p["committed_at"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") for p in view["partitions"]
+    ]
+
+
+def test_partitions_at_different_chunks_and_one_not_started(partitions_apart):
+    view = build_view(partitions_apart.store, partitions_apart.settings)
+    assert view["progress"]["chunks_processed"] == 0  # no chunk has been folded by every partition yet
+    assert [(p["chunks_processed"], p["last_chunk"], p["started"]) for p in view["partitions"]] == [
+        (6, 5, True),
+        (3, 2, True),
+        (0, None, False),
+    ]
+    idle = view["partitions"][2]
+    assert idle["state_bytes"] == 0 and idle["committed_at"] is None and idle["state_version"] is None
+    assert [p["state_bytes"] for p in view["partitions"][:2]] == [partitions_apart.reports[k].state_bytes for k in (0, 1)]
+
+    html = render_sections(view)
+    shown = figures(html)
+    assert shown.figures["partition_last_chunk"] == ["5", "2", "\u2013"]
+    assert shown.figures["partition_last_run"][2] == "not started"
+    assert '<tr data-partition="2" class="pf-idle">' in html
+
+
+def test_a_stream_of_one_partition_shows_no_partitions(finished, running):
+    for stream in (finished, running):
+        view = build_view(stream.store, stream.settings)
+        assert "partitions" not in view
+        html = render_sections(view)
+        assert "data-partition" not in html and "Merchant partitions" not in html
+    assert recorded_partitions(finished.store, finished.settings) == 1 and read_partitions(finished.store, finished.settings) == []

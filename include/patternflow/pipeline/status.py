@@ -18,6 +18,8 @@ from patternflow.pipeline.layout import (
     end_of_stream_key,
     manifest_key,
     metrics_prefix,
+    partition_state_prefix,
+    partitioning_key,
     quarantined_chunk_key,
 )
 from patternflow.pipeline.settings import PipelineSettings
@@ -123,3 +125,54 @@ def open_gap(store: ObjectStore, settings: PipelineSettings, progress: StreamPro
     if not later or store.exists(chunk_key(settings, missing)):
         return None
     return Gap(missing, later[0], store.fetch(chunk_key(settings, later[0])).written_at)
+
+
+@dataclass(frozen=True)
+class PartitionProgress:
+    """Where one merchant partition stands: its committed state, read from its ``CURRENT`` alone."""
+
+    partition: int
+    started: bool = False
+    """The partition has committed a state (a partition task has run to its end at least once)."""
+    chunks_folded: int = 0
+    committed_at: str | None = None
+    """Its last commit (IST): when a task of this partition last ran to its end."""
+    state_version: int | None = None
+    state_bytes: int = 0
+    """The objects of its committed chain, snapshot and deltas: what its next task loads."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def recorded_partitions(store: ObjectStore, settings: PipelineSettings) -> int:
+    """The stream's number of merchant partitions, as its first detection run recorded it (1 before)."""
+    try:
+        return int(json.loads(store.get(partitioning_key(settings)))["partitions"])
+    except (KeyError, ValueError, TypeError):
+        return 1
+
+
+def read_partitions(store: ObjectStore, settings: PipelineSettings) -> list[PartitionProgress]:
+    """Each partition of a partitioned stream, in order (one GET each); empty for a stream of one
+    partition, whose state is the stream's own (``read_progress``)."""
+    count = recorded_partitions(store, settings)
+    if count <= 1:
+        return []
+    return [_partition_progress(store, settings, k) for k in range(count)]
+
+
+def _partition_progress(store: ObjectStore, settings: PipelineSettings, partition: int) -> PartitionProgress:
+    try:
+        current = json.loads(store.get(f"{partition_state_prefix(settings, partition)}CURRENT"))
+        chain = current["chain"]
+        return PartitionProgress(
+            partition,
+            started=True,
+            chunks_folded=current["chunks_folded"],
+            committed_at=current.get("committed_at"),
+            state_version=current.get("version"),
+            state_bytes=sum(entry["bytes"] for link in chain for entry in link["objects"].values()),
+        )
+    except (KeyError, ValueError, TypeError):  # no commit yet (or an unreadable one): not started
+        return PartitionProgress(partition)

@@ -9,7 +9,8 @@ listing of the chunks (uploaded count, end-of-stream marker), every per-chunk me
 a listing of the detection files and each file once to count its rows (later reads come from
 ``RowCounts``, keyed by the file's MD5, so a page refreshing every few seconds re-reads only
 files that changed), and, for the latest rows, the state's detections still waiting for their
-file (one small Parquet object) and the newest files.
+file (one small Parquet object) and the newest files. A stream of N > 1 merchant partitions
+adds its recorded N and each partition's ``CURRENT`` (``status.read_partitions``: N + 1 small GETs).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from patternflow.engine.state import StateStore
 from patternflow.engine.store import ObjectStore
 from patternflow.pipeline.layout import PATTERNS
 from patternflow.pipeline.settings import PipelineSettings
-from patternflow.pipeline.status import read_chunk_metrics, read_progress
+from patternflow.pipeline.status import PartitionProgress, read_chunk_metrics, read_partitions, read_progress
 
 LATEST_ROWS = 20
 """How many of the newest detection rows the view carries."""
@@ -57,7 +58,7 @@ def build_view(store: ObjectStore, settings: PipelineSettings, row_counts: RowCo
     files, latest = _files(store, settings, row_counts, _waiting(store, settings))
     in_files = sum(f["rows"] for f in files)
     by_pattern = {pattern: progress.detections_by_pattern.get(pattern, 0) for pattern in PATTERNS}
-    return {
+    view = {
         "bucket": settings.bucket,
         "generated_at": time.time() if now is None else now,
         "progress": {
@@ -81,6 +82,23 @@ def build_view(store: ObjectStore, settings: PipelineSettings, row_counts: RowCo
         "chunks": chunks,
         "files": files,
         "latest_detections": latest,
+    }
+    partitions = read_partitions(store, settings)
+    if partitions:  # a stream of one partition keeps the view it always had
+        view["partitions"] = [_partition(p) for p in partitions]
+    return view
+
+
+def _partition(progress: PartitionProgress) -> dict:
+    """One merchant partition: how far its committed state reaches, its size and its last run."""
+    return {
+        "partition": progress.partition,
+        "started": progress.started,
+        "chunks_processed": progress.chunks_folded,
+        "last_chunk": progress.chunks_folded - 1 if progress.chunks_folded else None,
+        "state_version": progress.state_version,
+        "state_bytes": progress.state_bytes,
+        "committed_at": progress.committed_at,
     }
 
 

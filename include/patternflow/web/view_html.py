@@ -112,6 +112,7 @@ def _latest(rows: list[dict], finished: bool) -> str:
 
 
 def _files(view: dict) -> str:
+    """The detection files, and beside them the merchant partitions of a partitioned stream."""
     rows = "".join(
         f'<tr data-file="{escape(f["name"])}"><td>{escape(f["name"])}</td>'
         f'<td class="pf-num" data-figure="file_rows" data-value="{f["rows"]}">{f["rows"]}</td></tr>'
@@ -122,8 +123,57 @@ def _files(view: dict) -> str:
         '<section class="pf-grid2"><div class="pf-panel"><h2>Detection files</h2>'
         f'<div class="pf-scroll"><table><thead><tr><th>file</th><th class="pf-num">rows</th></tr></thead><tbody>{rows}{empty}</tbody>'
         f'</table></div><p class="pf-note">{_figure("rows_in_files", view["detections"]["in_files"])} rows in '
-        f"{len(view['files'])} files under <code>{escape(_prefix(view))}</code></p></div></section>"
+        f"{len(view['files'])} files under <code>{escape(_prefix(view))}</code></p></div>{_partitions(view)}</section>"
     )
+
+
+def _partitions(view: dict) -> str:
+    """Each merchant partition's committed state: how far it reaches, its size and its last run
+    (nothing for a stream of one partition, whose figures are the stream's own)."""
+    partitions = view.get("partitions")
+    if not partitions:
+        return ""
+    columns = ("partition", "last chunk", "state size", "last run")
+    head = "".join(f'<th class="pf-num">{c}</th>' if c != "last run" else f"<th>{c}</th>" for c in columns)
+    body = "".join(_partition_row(p) for p in partitions)
+    merged = view["progress"]["chunks_processed"]
+    return (
+        f'<div class="pf-panel" data-partitions><h2>Merchant partitions</h2>'
+        f'<div class="pf-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+        f'<p class="pf-note">{_figure("partitions", len(partitions))} partitions, each folding the rows of its merchants; '
+        f"the files are written for the chunks every partition has processed ({merged:,} so far).</p></div>"
+    )
+
+
+def _partition_row(p: dict) -> str:
+    """One partition's row; a partition that never committed is shown muted, as not started."""
+
+    def cell(name: str, value: object, text: str, numeric: bool = True) -> str:
+        css = ' class="pf-num"' if numeric else ""
+        return f'<td{css} data-figure="partition_{name}" data-value="{escape(str(value))}">{escape(text)}</td>'
+
+    idle = ' class="pf-idle"' if not p["started"] else ""
+    last = p["last_chunk"]
+    return (
+        f'<tr data-partition="{p["partition"]}"{idle}><td class="pf-num">{p["partition"]}</td>'
+        + cell("last_chunk", "" if last is None else last, "\u2013" if last is None else f"{last:,}")
+        + cell("state_bytes", p["state_bytes"], _size(p["state_bytes"]) if p["started"] else "\u2013")
+        + cell("last_run", p["committed_at"] or "", _moment(p["committed_at"]) if p["committed_at"] else "not started", False)
+        + "</tr>"
+    )
+
+
+def _size(size: int) -> str:
+    """Bytes as KiB below a MiB, else as MiB."""
+    return f"{size / 1024:,.1f} KiB" if size < 1024 * 1024 else f"{size / (1024 * 1024):,.1f} MiB"
+
+
+def _moment(iso: str) -> str:
+    """A commit time (ISO 8601, IST) in UTC, as the page's "as of" is shown."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return iso
 
 
 def _prefix(view: dict) -> str:

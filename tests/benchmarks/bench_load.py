@@ -134,11 +134,7 @@ def run_load(scale: float, tick: float, timeout: float, work: Path) -> LoadRun:
     rows = round(banksim.ROWS * scale)
     print(f"generating {rows:,} transactions ...", flush=True)
     generate(work / "data", seed=0, rows=rows)
-    command = [
-        sys.executable, "-m", "patternflow.cli", "run", "--data", str(work / "data"), "--output", str(work / "out"),
-        "--exit-when-done", "--timeout", str(timeout), "--tick", str(tick), "--metrics", str(work / "metrics.json"),
-        "--s3-port", str(free_port()), "--ui-port", str(free_port()),
-    ]  # fmt: skip
+    command = [sys.executable, "-c", launch_script(work, tick, timeout)]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=PROJECT)
     with PeakRss(process.pid) as memory:
@@ -187,6 +183,19 @@ FIGURES = (
     Figure("detection task RSS floor (smallest peak)", lambda r: r.memory.floor / 2**20, "{:.0f} MiB"),
     Figure("upload -> commit lag median", lambda r: r.lag_median, "{:.2f} s"),
 )
+
+
+def launch_script(work: Path, tick: float, timeout: float) -> str:
+    """``patternflow run --exit-when-done`` as a script, with an Airflow home of the run's own
+    (the command's is the project's ``.airflow/``, which another run on the machine may share:
+    two Airflows on one SQLite file fail with disk I/O errors)."""
+    options = (
+        f"data=Path({str(work / 'data')!r}), output=Path({str(work / 'out')!r}), project=find_project(), exit_when_done=True, "
+        f"timeout={timeout!r}, tick_seconds={tick!r}, metrics=Path({str(work / 'metrics.json')!r}), "
+        f"s3_port={free_port()}, ui_port={free_port()}, airflow_home=Path({str(work / 'airflow')!r})"
+    )
+    imports = "import sys; from pathlib import Path; from patternflow.local.launcher import LaunchOptions, find_project, run"
+    return f"{imports}; sys.exit(run(LaunchOptions({options})))"
 
 
 def print_targets(run: LoadRun, tick: float, baseline: LoadRun | None) -> None:

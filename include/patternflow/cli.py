@@ -59,6 +59,8 @@ def _replay(args: argparse.Namespace) -> int:
             on_chunk=progress.update if progress else None,
             commit_every=args.commit_every,
             **snapshots,
+            partitions=settings.partitions if args.partitions is None else args.partitions,
+            jobs=args.jobs,
         )
     _replay_summary(summary, args.out, sys.stdout)
     return 0
@@ -224,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative,
         help="with --state: the whole state is written once the deltas since the last whole one pass this many bytes "
         "(default: PATTERNFLOW_STATE_SNAPSHOT_BYTES or 64 MiB)",
+    )
+    rep.add_argument(
+        "--partitions",
+        type=_positive,
+        help="fold the stream as this many merchant partitions, as the pipeline does, and merge their detections "
+        "(default: PATTERNFLOW_PARTITIONS or 1, one engine); with --state, a replay resumes only with the number it started with",
+    )
+    rep.add_argument(
+        "--jobs",
+        type=_positive,
+        help="with --partitions N > 1: worker processes the partitions are spread over (default: the cores, at most N)",
     )
     rep.set_defaults(handler=_replay)
 

@@ -15,8 +15,10 @@ one engine for any N.
 from __future__ import annotations
 
 import heapq
+import queue
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 
@@ -104,11 +106,106 @@ class PartitionEngine:
         """Fold this partition's rows of chunk ``index`` (``ChunkResult.rows`` counts just those)."""
         return self.engine.fold(index, rows_of(chunk, MERCHANT_COLUMNS["transactions"], self.partition, self.partitions), began)
 
+    def fold_rows(self, index: int, rows: pa.Table, began: datetime | None = None) -> ChunkResult:
+        """Fold chunk ``index`` given as this partition's rows of it already (``split_rows``)."""
+        return self.engine.fold(index, rows, began)
+
     def snapshot(self) -> EngineState:
         return self.engine.snapshot()
 
     def close(self) -> None:
         self.engine.close()
+
+
+def split_rows(table: pa.Table, column: str, wanted: Sequence[int], partitions: int) -> dict[int, pa.Table]:
+    """The rows of ``table`` of each partition in ``wanted``, as ``rows_of`` gives them, with the
+    merchants hashed once for all of them rather than once a partition."""
+    if partitions == 1:
+        return dict.fromkeys(wanted, table)
+    of_row = row_partitions(table.column(column), partitions)
+    return {k: table.take(columns.from_numpy(np.flatnonzero(of_row == k).astype(np.int32))) for k in wanted}
+
+
+def open_partitions(
+    states: Sequence[StateStore | None],
+    load_importance: Callable[[], pa.Table | Iterable[pa.Table]],
+    config: DetectionConfig,
+    wanted: Sequence[int],
+    partitions: int,
+    clock: Clock = now_ist,
+) -> list[PartitionEngine]:
+    """Several partitions of one stream in one process (``states[i]`` is partition ``wanted[i]``'s),
+    each as ``PartitionEngine.open`` opens it, but with CustomerImportance read once for all of
+    those that start rather than once each."""
+    loaded = [state.load() if state is not None else None for state in states]
+    for found in loaded:
+        if found is not None:
+            check_same_config(found.config, config)
+    starting = [k for k, found in zip(wanted, loaded, strict=True) if found is None]
+    initial = _initial_states(load_importance, starting, partitions) if starting else {}
+    engines: list[PartitionEngine] = []
+    try:
+        for k, found in zip(wanted, loaded, strict=True):
+            state = initial[k] if found is None else found.state
+            engines.append(PartitionEngine(DetectionEngine(config, state, clock, cuts_files=False), k, partitions))
+    except BaseException:
+        for engine in engines:
+            engine.close()
+        raise
+    return engines
+
+
+_END = object()
+"""The end of a partition's CustomerImportance batches, in its queue (``_initial_states``)."""
+
+
+def _initial_states(
+    load_importance: Callable[[], pa.Table | Iterable[pa.Table]], starting: Sequence[int], partitions: int
+) -> dict[int, EngineState]:
+    """The initial state of each partition in ``starting`` from one pass over CustomerImportance:
+    each batch is split once and each part handed to the partition's own thread, which sums them
+    as ``initial_state`` does; a queue of one part each keeps memory at a few batches."""
+    if len(starting) == 1:
+        (k,) = starting
+        return {k: initial_state(rows_of(batch, MERCHANT_COLUMNS["importance"], k, partitions) for batch in _batches(load_importance()))}
+    queues: dict[int, queue.Queue] = {k: queue.Queue(maxsize=1) for k in starting}
+    with ThreadPoolExecutor(max_workers=len(starting)) as pool:
+        futures = {k: pool.submit(initial_state, _drained(queues[k])) for k in starting}
+        try:
+            for batch in _batches(load_importance()):
+                for k, part in split_rows(batch, MERCHANT_COLUMNS["importance"], starting, partitions).items():
+                    _hand_on(queues[k], part, futures[k])
+        finally:
+            for k in starting:
+                _hand_on(queues[k], _END, futures[k])
+        return {k: future.result() for k, future in futures.items()}
+
+
+def _drained(parts: queue.Queue) -> Iterator[pa.Table]:
+    while (part := parts.get()) is not _END:
+        yield part
+
+
+def _hand_on(parts: queue.Queue, part: object, consumer: Future) -> None:
+    """Put ``part`` in the queue, unless its consumer has ended (its error comes with its result)."""
+    while not consumer.done():
+        try:
+            parts.put(part, timeout=0.05)
+            return
+        except queue.Full:
+            continue
+
+
+def fold_partitions(engines: Sequence[PartitionEngine], index: int, chunk: pa.Table, began: datetime | None = None) -> list[ChunkResult]:
+    """Chunk ``index`` folded by several partition engines of one stream (one process holding
+    some of the partitions): the chunk is split once, each engine folds its own rows."""
+    if not engines:
+        return []
+    partitions = engines[0].partitions
+    if any(engine.partitions != partitions for engine in engines):
+        raise ValueError("partition engines of different partitionings cannot share a chunk")
+    mine = split_rows(chunk, MERCHANT_COLUMNS["transactions"], [engine.partition for engine in engines], partitions)
+    return [engine.fold_rows(index, mine[engine.partition], began) for engine in engines]
 
 
 class StreamFiles:

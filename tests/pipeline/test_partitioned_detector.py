@@ -10,7 +10,7 @@ import pytest
 
 from patternflow.engine.state import StateStore
 from patternflow.pipeline.detector import detect
-from patternflow.pipeline.layout import partition_state_prefix, staged_prefix
+from patternflow.pipeline.layout import end_of_stream_key, partition_state_prefix, staged_prefix
 from patternflow.pipeline.partitioned import detect_partition, write_detection_files
 from patternflow.pipeline.producer import produce
 from patternflow.pipeline.s3 import S3Store
@@ -157,3 +157,16 @@ def test_a_partition_state_holds_only_its_merchants(small_banksim, s3_client, bu
     merchants = [set(StateStore(store, partition_state_prefix(settings, k)).load().state.merchants.column(0).to_pylist()) for k in range(4)]
     assert all(merchants) and sum(map(len, merchants)) == len(set().union(*merchants))
     assert json.loads(store.get(f"{settings.state_prefix}partitioning.json")) == {"partitions": 4}
+
+
+def test_an_end_marker_after_the_last_merge_gives_the_last_file_to_the_last_chunk(small_banksim, s3_client, bucket, replayed):
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=2)
+    store.delete([end_of_stream_key(settings)])  # as if the producer had not written it yet
+    dag_run(store, settings)
+    assert read_progress(store, settings).chunks_folded == CHUNKS and not read_progress(store, settings).finished
+    produce(store, settings, source_opener(lambda: s3_client), 0.0, fast=True)  # writes the end marker
+    dag_run(store, settings)
+    assert read_progress(store, settings).finished
+    assert s3_files(store, settings) == replayed
+    written = [name.rsplit("/", 1)[1] for record in read_chunk_metrics(store, settings) for name in record["files"]]
+    assert written == sorted(replayed, key=lambda n: int(n[10:-4]))

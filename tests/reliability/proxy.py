@@ -149,11 +149,20 @@ class FaultProxy:
                 pass
 
     def _pipe(self, source: socket.socket, target: socket.socket) -> None:
+        """Bytes one way until ``source`` closes. An orderly close is passed on as one, so that the
+        other side still reads what was sent (moto closes the connection after a ranged GET, and
+        a reset reaching the client before it has read the body would drop the body); a broken
+        connection is answered with resets, as a dead server's host would."""
         while True:
             try:
                 data = source.recv(65536)
-                if not data:
-                    break
+            except OSError:
+                break
+            if not data:
+                with contextlib.suppress(OSError):
+                    target.shutdown(socket.SHUT_WR)
+                return
+            try:
                 target.sendall(data)
             except OSError:
                 break

@@ -15,7 +15,6 @@ last commit, and the merge goes on: the stream ends with replay's files, each ch
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -47,7 +46,7 @@ from patternflow.pipeline.settings import PipelineSettings
 from patternflow.pipeline.status import read_chunk_metrics, read_progress
 from tests.helpers import free_port, lively_environment
 from tests.reliability.conftest import CHUNK, s3_files
-from tests.reliability.proxy import FaultProxy, _reset
+from tests.reliability.proxy import FaultProxy
 from tests.reliability.test_live_airflow import FAILED, RETURNED, alive, log_server_ports, next_try, task_logs
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -61,15 +60,7 @@ pytestmark = pytest.mark.slow
 
 
 class PeerProxy(FaultProxy):
-    """The fault proxy, which also tells which client connection the held request came on, and
-    passes a server's orderly close on as one.
-
-    The base proxy answers the server's close with a reset. moto closes the connection after a
-    ranged GET (``Connection: close``), and a reset that reaches the client before it has read
-    the body makes its kernel drop the unread bytes: ``Connection reset by peer`` mid-body. Here
-    every partition task reads CustomerImportance by ranges at its start, under a loaded machine,
-    so that would fail tries that no fault of this test's caused.
-    """
+    """The fault proxy, which also tells which client connection the held request came on."""
 
     def __init__(self, upstream_port: int) -> None:
         super().__init__(upstream_port)
@@ -81,23 +72,6 @@ class PeerProxy(FaultProxy):
         self.held_from = client.getpeername()[1]
         self.held_known.set()
         super()._wait_for_close(client)
-
-    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                break
-            if not data:  # an orderly close: the peer reads what is sent, then the end
-                with contextlib.suppress(OSError):
-                    target.shutdown(socket.SHUT_WR)
-                return
-            try:
-                target.sendall(data)
-            except OSError:
-                break
-        _reset(source)
-        _reset(target)
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from patternflow.pipeline.detector import (
     ChunkMetrics,
     DetectionReport,
     FoldedDigests,
+    _add_to_last_record,
     _folded_chunks,
     _may_take,
     _put_metrics,
@@ -230,7 +231,9 @@ def write_detection_files(
         final_files = write_files(store, settings.output_prefix, stream.finish())
         report.end_of_stream = True
         if metrics:
-            metrics[-1].files += final_files
+            metrics[-1].files += final_files  # the last chunk's record lists the last file too
+        elif final_files:
+            _add_to_last_record(store, settings, final_files)  # the end-of-stream marker came after that chunk's merge
     if metrics or report.end_of_stream:
         if metrics:
             _record_digests(store, settings, folded_digests, [m.index for m in metrics])

@@ -108,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
         metrics=Path(args.metrics) if args.metrics else None,
         distributed=args.distributed,
         workers=args.workers,
+        worker_concurrency=args.worker_concurrency,
+        partitions=args.partitions,
         pg_port=args.pg_port,
         redis_port=args.redis_port,
         s3_endpoint=args.s3_endpoint,
@@ -270,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the docker-compose topology natively: PostgreSQL, Redis, CeleryExecutor, separate Airflow components, Celery workers",
     )
     run.add_argument("--workers", type=_positive, default=2, help="with --distributed: Celery workers (default 2)")
+    run.add_argument(
+        "--worker-concurrency", type=_positive, default=4, help="with --distributed: tasks each Celery worker runs at once (default 4)"
+    )
+    run.add_argument(
+        "--partitions",
+        type=_positive,
+        help="merchant partitions: detection runs as one mapped task per partition, spread over the workers "
+        "(default: PATTERNFLOW_PARTITIONS or 1); a stream keeps the number it started with",
+    )
     run.add_argument("--pg-port", type=_positive, default=5433, help="with --distributed: PostgreSQL port on 127.0.0.1 (default 5433)")
     run.add_argument("--redis-port", type=_positive, default=6380, help="with --distributed: Redis port on 127.0.0.1 (default 6380)")
     run.set_defaults(handler=_run)

@@ -140,6 +140,30 @@ def test_airflow_loads_the_projects_plugins_in_both_modes(tmp_path, distributed)
     assert (project / "plugins" / "patternflow_dashboard.py").is_file()
 
 
+@pytest.mark.parametrize("distributed", [False, True])
+def test_partitions_reach_every_airflow_process_only_when_asked(tmp_path, monkeypatch, distributed):
+    """``run --partitions N`` sets PATTERNFLOW_PARTITIONS for every component (the DAG is parsed
+    with it); without it, the caller's setting passes through, and with none the DAGs see none (1)."""
+    from patternflow.cli import build_parser
+    from patternflow.local.launcher import airflow_environment
+
+    def partitions(argv: list[str]) -> str | None:
+        args = build_parser().parse_args(["run", *argv])
+        options = LaunchOptions(data=tmp_path, output=tmp_path, project=find_project(), distributed=distributed, partitions=args.partitions)
+        env = airflow_environment(options, "http://127.0.0.1:5055")
+        assert PipelineSettings.resolve({}, environ=env).partitions == int(env.get("PATTERNFLOW_PARTITIONS", "1"))
+        return env.get("PATTERNFLOW_PARTITIONS")
+
+    monkeypatch.delenv("PATTERNFLOW_PARTITIONS", raising=False)
+    assert partitions([]) is None
+    assert partitions(["--partitions", "4"]) == "4"
+    monkeypatch.setenv("PATTERNFLOW_PARTITIONS", "3")
+    assert partitions([]) == "3"
+    assert partitions(["--partitions", "4"]) == "4"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--partitions", "0"])
+
+
 @pytest.mark.parametrize("placed", ["transactions.csv", "CustomerImportance.csv"])
 def test_a_data_folder_with_one_real_file_is_refused_not_overwritten(tmp_path, placed):
     data = tmp_path / "data"

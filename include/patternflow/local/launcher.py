@@ -78,6 +78,11 @@ class LaunchOptions:
     distributed: bool = False
     """PostgreSQL, Redis, CeleryExecutor and separate Airflow components instead of standalone."""
     workers: int = 2
+    worker_concurrency: int = 4
+    """With distributed: how many tasks each Celery worker runs at once (its --concurrency)."""
+    partitions: int | None = None
+    """Merchant partitions (PATTERNFLOW_PARTITIONS) for every Airflow component; None: the
+    environment's setting, else 1. The detection DAG is parsed with it, so all must agree."""
     pg_port: int = 5433
     redis_port: int = 6380
     s3_endpoint: str | None = None
@@ -144,6 +149,8 @@ def _start(options: LaunchOptions, settings: PipelineSettings, started: Processe
     """S3, then Airflow: the UI's address, the admin password and an S3 client."""
     endpoint, client = start_s3(options, settings, started, out)
     env = airflow_environment(options, endpoint)
+    if settings.partitions > 1:
+        print(f"detection over {settings.partitions} merchant partitions, one mapped task each", file=out, flush=True)
     if options.distributed:
         _start_distributed(options, env, started, out)
     else:
@@ -225,7 +232,8 @@ def _start_distributed(options: LaunchOptions, env: dict[str, str], started: Pro
     start_components(env, started)
     for number in range(1, options.workers + 1):
         worker_env = env | {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(options.worker_log_port(number))}
-        command = ["airflow", "celery", "worker", "--celery-hostname", f"worker{number}@%h", "--concurrency", "4"]
+        command = ["airflow", "celery", "worker", "--celery-hostname", f"worker{number}@%h"]
+        command += ["--concurrency", str(options.worker_concurrency)]
         started.start(f"worker{number}", command, worker_env)
 
 
@@ -431,6 +439,7 @@ def _ensure_data(data: Path, out: IO[str]) -> None:
 
 
 def _pipeline_environment(options: LaunchOptions) -> dict[str, str]:
+    """The pipeline's settings: the caller's ``PATTERNFLOW_*``, then what the options set."""
     env = {k: v for k, v in os.environ.items() if k.startswith("PATTERNFLOW_")}
     env["PATTERNFLOW_TRANSACTIONS"] = str((options.data / "transactions.csv").resolve())
     env["PATTERNFLOW_IMPORTANCE"] = str((options.data / "CustomerImportance.csv").resolve())
@@ -438,6 +447,8 @@ def _pipeline_environment(options: LaunchOptions) -> dict[str, str]:
         env["PATTERNFLOW_CHUNK_SIZE"] = str(options.chunk_size)
     if options.tick_seconds:
         env["PATTERNFLOW_TICK_SECONDS"] = str(options.tick_seconds)
+    if options.partitions:
+        env["PATTERNFLOW_PARTITIONS"] = str(options.partitions)
     return env
 
 

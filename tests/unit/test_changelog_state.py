@@ -40,7 +40,7 @@ def assert_same_state(loaded: EngineState, expected: EngineState) -> None:
 def test_a_snapshot_and_its_deltas_load_exactly_the_state_of_the_uninterrupted_stream(small_banksim, tmp_path, snapshot_every):
     transactions = read_transactions(small_banksim.transactions)
     importance = read_importance(small_banksim.importance)
-    state = StateStore(LocalStore(tmp_path), snapshot_every=snapshot_every)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=snapshot_every, deltas_per_snapshot=100)
     engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
     kinds = []
     for index in range(12):
@@ -50,7 +50,8 @@ def test_a_snapshot_and_its_deltas_load_exactly_the_state_of_the_uninterrupted_s
         loaded = StateStore(LocalStore(tmp_path)).load()
         assert loaded.version == index + 1
         assert_same_state(loaded.state, engine.snapshot())
-    assert kinds == ["snapshot" if i % snapshot_every == 0 else "delta" for i in range(12)]
+    # version 1 and 2 are snapshots (a chain needs a version on another snapshot to fall back to), then chains from 2
+    assert kinds == ["snapshot" if version == 1 or (version - 2) % snapshot_every == 0 else "delta" for version in range(1, 13)]
     engine.close()
 
 
@@ -60,18 +61,18 @@ def test_a_delta_writes_what_the_run_changed_not_the_history(small_banksim, tmp_
     config = DetectionConfig(**{**CONFIG.to_json(), "chunk_size": 1_000})
     transactions = read_transactions(small_banksim.transactions)
     importance = read_importance(small_banksim.importance)
-    state = StateStore(LocalStore(tmp_path), snapshot_every=1_000)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=1_000, deltas_per_snapshot=100)
     engine = open_engine(state, lambda: importance, config, ChunkClock())
     written = []
     for index in range(60):
         engine.fold(index, transactions.slice(index * config.chunk_size, config.chunk_size))
         commit(state, engine)
         written.append(state.last_commit)
-    assert written[0].kind == "snapshot" and all(c.kind == "delta" for c in written[1:])
-    assert all(c.chain == tuple(range(1, c.version + 1)) for c in written)
+    assert written[0].kind == written[1].kind == "snapshot" and all(c.kind == "delta" for c in written[2:])
+    assert all(c.chain == tuple(range(2, c.version + 1)) for c in written[1:])
     whole = StateStore(LocalStore(tmp_path / "whole"), snapshot_every=1)
     whole.commit(engine.snapshot(), config)
-    deltas = [c.table_bytes for c in written[1:]]
+    deltas = [c.table_bytes for c in written[2:]]
     assert max(deltas) < whole.last_commit.table_bytes / 2
     assert sum(deltas[-10:]) < 1.5 * sum(deltas[:10])
     assert_same_state(StateStore(LocalStore(tmp_path)).load().state, engine.snapshot())
@@ -117,17 +118,17 @@ KILL_BETWEEN_SNAPSHOT_AND_POINTER = textwrap.dedent(
     from patternflow.ingest.parsing import read_importance, read_transactions
     from tests.unit.test_changelog_state import CONFIG
 
-    class DyingAtTheSecondSnapshotsPointer(LocalStore):
+    class DyingAtTheThirdSnapshotsPointer(LocalStore):
         def replace(self, key, data, expected):
             manifest = json.loads(data)
-            if manifest["version"] > 1 and manifest["chain"][-1]["kind"] == "snapshot":
+            if manifest["version"] > 2 and manifest["chain"][-1]["kind"] == "snapshot":
                 os.kill(os.getpid(), signal.SIGKILL)  # its objects and manifest are written; CURRENT is not
             return super().replace(key, data, expected)
 
     transactions, importance = read_transactions(sys.argv[2]), read_importance(sys.argv[3])
-    state = StateStore(DyingAtTheSecondSnapshotsPointer(sys.argv[1]), snapshot_every=3)
+    state = StateStore(DyingAtTheThirdSnapshotsPointer(sys.argv[1]), snapshot_every=3, deltas_per_snapshot=100)
     engine = open_engine(state, lambda: importance, CONFIG)
-    for index in range(12):  # versions 1 (snapshot), 2, 3 (deltas), 4 (snapshot: killed)
+    for index in range(12):  # versions 1, 2 (snapshots), 3, 4 (deltas), 5 (snapshot: killed)
         engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
         commit(state, engine)
     """
@@ -136,7 +137,7 @@ KILL_BETWEEN_SNAPSHOT_AND_POINTER = textwrap.dedent(
 
 def test_a_kill_between_writing_a_snapshot_and_moving_the_pointer_keeps_the_committed_chain(small_banksim, tmp_path):
     """SIGKILL after a new snapshot's objects are written and before CURRENT names it: version
-    3 (snapshot 1 and deltas 2, 3) stays current and loadable; the next commit continues from it,
+    4 (snapshot 2 and deltas 3, 4) stays current and loadable; the next commit continues from it,
     and pruning then removes the orphan snapshot but nothing a committed version needs."""
     state_dir = tmp_path / "state"
     result = subprocess.run(
@@ -154,21 +155,22 @@ def test_a_kill_between_writing_a_snapshot_and_moving_the_pointer_keeps_the_comm
         cwd=os.getcwd(),
     )
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
-    state = StateStore(LocalStore(state_dir), snapshot_every=3)
-    assert state.versions() == [1, 2, 3, 4]
-    orphan = json.loads((state_dir / "versions" / f"{4:010d}" / "manifest.json").read_bytes())
+    state = StateStore(LocalStore(state_dir), snapshot_every=3, deltas_per_snapshot=100)
+    assert state.versions() == [1, 2, 3, 4, 5]
+    orphan = json.loads((state_dir / "versions" / f"{5:010d}" / "manifest.json").read_bytes())
     assert [link["kind"] for link in orphan["chain"]] == ["snapshot"]
     loaded = state.load()
-    assert (loaded.version, loaded.state.chunks_folded) == (3, 3)
+    assert (loaded.version, loaded.state.chunks_folded) == (4, 4)
 
     transactions = read_transactions(small_banksim.transactions)
     importance = read_importance(small_banksim.importance)
     engine = open_engine(state, lambda: importance, CONFIG)
-    engine.fold(3, transactions.slice(3 * CONFIG.chunk_size, CONFIG.chunk_size))
-    assert commit(state, engine) == 5
-    assert state.last_commit.kind == "snapshot"  # the chain 1-2-3 is as long as snapshot_every allows
-    assert state.versions() == [1, 2, 3, 5]  # 4 was never committed; 3's chain stays as a fall-back
-    for version, chunks_folded in ((3, 3), (5, 4)):
+    engine.fold(4, transactions.slice(4 * CONFIG.chunk_size, CONFIG.chunk_size))
+    assert commit(state, engine) == 6
+    assert state.last_commit.kind == "snapshot"  # the chain 2-3-4 is as long as snapshot_every allows
+    # 5 was never committed; 4's chain (2-3-4) stays as a fall-back on another snapshot; 1 goes
+    assert state.versions() == [2, 3, 4, 6]
+    for version, chunks_folded in ((4, 4), (6, 5)):
         (state_dir / "CURRENT").write_bytes((state_dir / "versions" / f"{version:010d}" / "manifest.json").read_bytes())
         assert StateStore(LocalStore(state_dir)).load().state.chunks_folded == chunks_folded
     engine.close()
@@ -271,7 +273,7 @@ def test_any_runs_commits_snapshots_and_kills_give_the_files_of_one_uninterrupte
 def test_pending_rows_are_read_from_the_newest_link_of_the_chain(small_banksim, tmp_path):
     transactions = read_transactions(small_banksim.transactions)
     importance = read_importance(small_banksim.importance)
-    state = StateStore(LocalStore(tmp_path), snapshot_every=5)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=5, deltas_per_snapshot=100)
     engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
     for index in range(4):
         engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))

@@ -48,19 +48,37 @@ def test_only_the_newest_versions_are_kept(tmp_path):
 
 
 def test_only_what_the_newest_versions_need_is_kept(tmp_path):
-    """A delta needs its chain back to the snapshot: the newest three versions (7, 6, 5) are
-    the snapshot 7 and the chain 4 -> 5 -> 6; versions 1 to 3 go."""
-    state = StateStore(LocalStore(tmp_path), keep=3, snapshot_every=3)
+    """A delta needs its chain back to the snapshot, and a load must be able to fall back past a
+    damaged snapshot: version 2 is a snapshot again (version 1 would be the only fall-back of a
+    chain on it), then chains of three. After version 7 the newest three versions (7, 6, 5) are
+    the chain 5 -> 6 -> 7, and the newest version on another snapshot, 4 (chain 2 -> 3 -> 4),
+    stays; version 1 goes."""
+    state = StateStore(LocalStore(tmp_path), keep=3, snapshot_every=3, deltas_per_snapshot=100)
     kinds = []
     for chunks in range(1, 8):
         state.commit(engine_after(chunks).snapshot(), CONFIG)
         kinds.append(state.last_commit.kind)
-    assert kinds == ["snapshot", "delta", "delta", "snapshot", "delta", "delta", "snapshot"]
-    assert state.versions() == [4, 5, 6, 7]
-    for version, chunks in ((7, 7), (6, 6), (5, 5)):
+    assert kinds == ["snapshot", "snapshot", "delta", "delta", "snapshot", "delta", "delta"]
+    assert state.versions() == [2, 3, 4, 5, 6, 7]
+    for version in (7, 6, 5, 4):
         manifest = (tmp_path / "versions" / f"{version:010d}" / "manifest.json").read_bytes()
         (tmp_path / "CURRENT").write_bytes(manifest)
-        assert StateStore(LocalStore(tmp_path)).load().state.chunks_folded == chunks
+        assert StateStore(LocalStore(tmp_path)).load().state.chunks_folded == version
+
+
+@pytest.mark.parametrize("damaged", ["the snapshot", "a delta in the middle"])
+def test_a_damaged_object_of_the_current_chain_falls_back_to_a_version_on_another_snapshot(tmp_path, caplog, damaged):
+    state = StateStore(LocalStore(tmp_path), keep=3, snapshot_every=4, deltas_per_snapshot=100)
+    for chunks in range(1, 8):  # versions 1 (snapshot), 2 (snapshot), 3, 4, 5 (deltas), 6 (snapshot), 7 (delta)
+        state.commit(engine_after(chunks).snapshot(), CONFIG)
+    version = 6 if damaged == "the snapshot" else 3
+    target = tmp_path / "versions" / f"{version:010d}" / "pairs.parquet"
+    if damaged == "a delta in the middle":  # the current chain is 6 -> 7: damage 3, of the chain 2 -> 5 kept
+        (tmp_path / "CURRENT").write_bytes((tmp_path / "versions" / f"{5:010d}" / "manifest.json").read_bytes())
+    target.write_bytes(target.read_bytes()[:-40])
+    loaded = StateStore(LocalStore(tmp_path)).load()
+    assert loaded.state.chunks_folded == (5 if damaged == "the snapshot" else 2)
+    assert "is damaged" in caplog.text
 
 
 def test_a_damaged_version_falls_back_to_the_previous_one(tmp_path, caplog):

@@ -58,8 +58,11 @@ _GROWING = ("customers", "merchants", "emitted")
 _ROW = "pair"
 """The column of a delta's ``pair_updates`` that names the row each update replaces."""
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
-SNAPSHOT_EVERY = 20
-"""Default: the longest chain, a snapshot and up to 19 deltas."""
+SNAPSHOT_EVERY = 50
+"""Default: the longest chain, a snapshot and up to 49 deltas."""
+DELTAS_PER_SNAPSHOT = 2
+"""A chain's deltas may add up to twice its snapshot's bytes: a load then reads at most three
+times the state, and snapshots cost a commit at most half of what its delta does, at any size."""
 SNAPSHOT_BYTES = 64 << 20
 """Default: a chain's deltas may add up to 64 MiB before the next commit is a snapshot."""
 
@@ -128,6 +131,7 @@ class StateStore:
         keep: int = 3,
         snapshot_every: int = SNAPSHOT_EVERY,
         snapshot_bytes: int = SNAPSHOT_BYTES,
+        deltas_per_snapshot: float = DELTAS_PER_SNAPSHOT,
     ) -> None:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
@@ -140,6 +144,7 @@ class StateStore:
         self.keep = max(2, keep)
         self.snapshot_every = snapshot_every
         self.snapshot_bytes = snapshot_bytes
+        self.deltas_per_snapshot = deltas_per_snapshot
         self.last_commit: CommitInfo | None = None
         self._seen: tuple[str | None, int | None] | None = None
         """(tag, version) of ``CURRENT`` as this store last read or wrote it (None: not yet; a
@@ -258,14 +263,15 @@ class StateStore:
         present = self._version_keys()
         version = max([*present, seen_version or 0, 0]) + 1
         base = self._base  # what this store loaded or last committed; a race is caught at CURRENT below
-        payloads, kind, chain = self._payloads(state, base)
+        fallbacks = _fallbacks(base)
+        payloads, kind, chain = self._payloads(state, base, fallbacks)
         objects = {
             name: {"key": self._version_key(version, f"{name}.parquet"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             for name, data in payloads.items()
         }
         _in_parallel(lambda name: self.store.put(objects[name]["key"], payloads[name]), list(payloads))
         chain = [*chain, {"version": version, "kind": kind, "objects": objects}]
-        kept = _kept(base, self.keep)
+        kept = _kept(fallbacks, self.keep, chain[0]["version"])
         manifest = {
             "version": version,
             "committed_at": iso_ist(now_ist()),
@@ -299,15 +305,22 @@ class StateStore:
             self.store.delete([key for v in sorted(unneeded) for key in present[v]])
         return version
 
-    def _payloads(self, state: EngineState, base: _Base | None) -> tuple[dict[str, bytes], str, list[dict]]:
-        """The objects of the next version, its kind, and the chain it continues (empty: a snapshot)."""
+    def _payloads(
+        self, state: EngineState, base: _Base | None, fallbacks: dict[str, list[int]]
+    ) -> tuple[dict[str, bytes], str, list[dict]]:
+        """The objects of the next version, its kind, and the chain it continues (empty: a snapshot).
+
+        A delta only continues a chain that a load can fall back from: some committed version
+        kept with a snapshot of its own, so that one damaged object never loses every version."""
         if base is not None and base.state is not None:
             chain = _chain(base.manifest)
-            delta = _delta(base.state, state) if len(chain) < self.snapshot_every else None
+            independent = any(versions[0] != chain[0]["version"] for versions in fallbacks.values())
+            delta = _delta(base.state, state) if independent and len(chain) < self.snapshot_every else None
             if delta is not None:
                 payloads = {name: _parquet_bytes(table) for name, table in delta.items()}
                 chained = sum(e["bytes"] for link in chain[1:] for e in link["objects"].values()) + sum(map(len, payloads.values()))
-                if chained <= self.snapshot_bytes:
+                snapshot = sum(e["bytes"] for e in chain[0]["objects"].values())
+                if chained <= min(self.snapshot_bytes, self.deltas_per_snapshot * snapshot):
                     return payloads, "delta", chain
         return {name: _parquet_bytes(getattr(state, name)) for name in _TABLES}, "snapshot", []
 
@@ -320,14 +333,24 @@ def _chain(manifest: dict) -> list[dict]:
     return [{"version": manifest["version"], "kind": "snapshot", "objects": manifest["objects"]}]
 
 
-def _kept(base: _Base | None, keep: int) -> dict[str, list[int]]:
-    """The chains of the ``keep - 1`` committed versions up to ``base``, newest first: the
-    versions a load may fall back to, which pruning leaves in place."""
+def _fallbacks(base: _Base | None) -> dict[str, list[int]]:
+    """The committed versions a load may fall back to after the next commit, by version, with
+    their chains: ``base`` and what it kept."""
     if base is None:
         return {}
-    kept = {str(base.version): [link["version"] for link in _chain(base.manifest)], **base.kept}
-    newest = sorted(kept, key=int, reverse=True)[: keep - 1]
-    return {v: kept[v] for v in newest}
+    return {str(base.version): [link["version"] for link in _chain(base.manifest)], **base.kept}
+
+
+def _kept(fallbacks: dict[str, list[int]], keep: int, snapshot: int) -> dict[str, list[int]]:
+    """What pruning leaves of ``fallbacks`` beside the new version (whose chain starts at
+    ``snapshot``): the ``keep - 1`` newest, and the newest whose chain shares no object with
+    the new one, so that a damaged snapshot or delta still leaves an intact version."""
+    newest = sorted(fallbacks, key=int, reverse=True)
+    kept = {v: fallbacks[v] for v in newest[: keep - 1]}
+    independent = next((v for v in newest if fallbacks[v][0] != snapshot), None)
+    if independent is not None:
+        kept[independent] = fallbacks[independent]
+    return kept
 
 
 def _delta(base: EngineState, state: EngineState) -> dict[str, pa.Table] | None:

@@ -69,7 +69,7 @@ class PipelineSettings:
     """Most chunks one detection run takes, 0 for no bound by count (max_rows_per_run still bounds a run)."""
     partitions: int = 1
     """Merchant partitions of the detector's state, each folded by a task of its own; fixed when a stream starts."""
-    state_snapshot_every: int = 20
+    state_snapshot_every: int = 50
     """Every this many state commits one writes the whole state; the others write only what changed (deltas)."""
     state_snapshot_bytes: int = 64 * 1024 * 1024
     """A state commit writes the whole state once the deltas since the last whole one pass this many bytes."""

@@ -86,3 +86,19 @@ def test_ids_and_aggregates_survive_a_commit(tmp_path):
     assert emitted == [("C1", "M1"), ("C2", "M1"), ("C9", "M7")]  # C9: (7.25 + 1.00) / 2 < 5
     assert snapshot.pairs.column("n").to_pylist() == [1, 2, 1]
     assert snapshot.pairs.column("cents").to_pylist() == [100, 825, 300]
+
+
+def test_both_lookups_give_the_same_ids(monkeypatch):
+    """Past _HASHED_LOOKUP_NAMES known names the chunk's distinct names go through the dict: the
+    same ids, new names in order of first appearance."""
+    import patternflow.engine.ids as ids
+
+    chunks = [pa.array(["b", "a", "b", "c"]), pa.array(["d", "a", "e", "d"]), pa.array([], pa.string())]
+    hashed, looked_up = IdDictionary(["a"]), IdDictionary(["a"])
+    for chunk in chunks:
+        expected = hashed.encode(chunk)
+        with monkeypatch.context() as patched:
+            patched.setattr(ids, "_HASHED_LOOKUP_NAMES", 0)
+            assert looked_up.encode(chunk).tolist() == expected.tolist()
+    assert looked_up.names == hashed.names == ["a", "b", "c", "d", "e"]
+    assert looked_up.to_table().equals(hashed.to_table())

@@ -10,14 +10,14 @@ import pytest
 
 from patternflow.engine.state import StateStore
 from patternflow.pipeline.detector import detect
-from patternflow.pipeline.layout import end_of_stream_key, partition_state_prefix, staged_prefix
+from patternflow.pipeline.layout import chunk_key, end_of_stream_key, partition_state_prefix, staged_prefix
 from patternflow.pipeline.partitioned import detect_partition, write_detection_files
-from patternflow.pipeline.producer import produce
+from patternflow.pipeline.producer import StreamError, produce
 from patternflow.pipeline.s3 import S3Store
 from patternflow.pipeline.settings import PipelineSettings, SettingsError
 from patternflow.pipeline.sources import source_opener
 from patternflow.pipeline.status import read_chunk_metrics, read_progress
-from tests.helpers import lively_config
+from tests.helpers import file_rows, lively_config
 from tests.pipeline.test_detector import CHUNK, s3_files, settings_for
 
 CHUNKS = 12
@@ -170,3 +170,62 @@ def test_an_end_marker_after_the_last_merge_gives_the_last_file_to_the_last_chun
     assert s3_files(store, settings) == replayed
     written = [name.rsplit("/", 1)[1] for record in read_chunk_metrics(store, settings) for name in record["files"]]
     assert written == sorted(replayed, key=lambda n: int(n[10:-4]))
+
+
+def test_a_stalled_partition_task_that_stages_after_the_winner_hides_nothing(small_banksim, s3_client, bucket, replayed):
+    """Two tries of partition 0 from the same state (a task outliving its scheduler): the retry
+    takes chunks 0..4 and commits; the stalled one, which took 0..1, stages afterwards and its
+    commit is refused. The merge still finds every committed chunk, and the files are replay's."""
+    from patternflow.engine.state import StateConflict
+
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=2, max_chunks_per_run=2)
+    stalled_settings = settings
+    settings = PipelineSettings(**{**settings.to_json(), "max_chunks_per_run": 5})
+
+    class Stalled(S3Store):
+        """Holds its staged write until the retry has committed."""
+
+        def put(self, key, data):
+            if "/staged/" in key:
+                detect_partition(store, settings, 0, lively_config(CHUNK))  # the retry runs meanwhile
+            return super().put(key, data)
+
+    with pytest.raises(StateConflict):
+        detect_partition(Stalled(s3_client, bucket), stalled_settings, 0, lively_config(CHUNK))
+    for _ in range(12):
+        dag_run(store, settings)
+    assert read_progress(store, settings).finished
+    assert s3_files(store, settings) == replayed
+
+
+def test_every_row_of_a_chunk_gets_the_earliest_start_among_the_partitions(small_banksim, s3_client, bucket, replayed):
+    """Partition k's clock runs k days ahead of partition 0's: every row in the files, whichever
+    partition found it, carries the chunk's start on partition 0's day, one YStartTime a chunk."""
+    from datetime import timedelta
+
+    from tests.helpers import T0
+
+    def clock_of(partition: int):
+        ticks = iter(range(1_000_000))
+        return lambda: T0 + timedelta(days=partition, seconds=next(ticks))
+
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=3)
+    clocks = [clock_of(k) for k in range(3)]
+    for partition in range(3):
+        detect_partition(store, settings, partition, lively_config(CHUNK), clock=clocks[partition])
+    write_detection_files(store, settings, lively_config(CHUNK))
+    rows = [row for key in store.list(settings.output_prefix) for row in file_rows(store.get(key).decode())]
+    assert {row[2] for row in rows} == {"PatId1", "PatId2", "PatId3"}
+    assert {row[0][:10] for row in rows} == {T0.date().isoformat()}  # YStartTime: partition 0's day
+    assert {row[1][:10] for row in rows} > {T0.date().isoformat()}  # detectionTime: each partition's own
+    assert s3_files(store, settings) == replayed
+
+
+def test_a_chunk_read_with_other_bytes_by_another_partition_stops_the_merge(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, partitions=2, max_chunks_per_run=1)
+    detect_partition(store, settings, 0, lively_config(CHUNK))
+    original = store.get(chunk_key(settings, 0))
+    store.put(chunk_key(settings, 0), original.replace(b"\n", b"\r\n", 1) if b"\r\n" not in original else original + b"\n")
+    detect_partition(store, settings, 1, lively_config(CHUNK))
+    with pytest.raises(StreamError, match=r"chunk 0 .* was read with different bytes by the partitions .*reset the stream"):
+        write_detection_files(store, settings, lively_config(CHUNK))

@@ -137,7 +137,7 @@ def test_a_partition_task_killed_at_any_stage_is_redone_exactly_once(stage, smal
     pattern, committed_at_kill = PARTITION_STAGES[stage]
 
     def at_hold() -> None:
-        staged = store.exists(staged_key(settings, 0, 4))
+        staged = store.exists(staged_key(settings, 0, 4, 7))
         assert staged == (stage != "reading a chunk")  # staged before the commit, never after
         assert committed(store, settings, 0) == committed_at_kill
 

@@ -77,7 +77,13 @@ def staged_prefix(settings: PipelineSettings, partition: int) -> str:
     return f"{settings.state_prefix}staged/partition_{partition}/"
 
 
-def staged_key(settings: PipelineSettings, partition: int, first_chunk: int) -> str:
+def staged_key(settings: PipelineSettings, partition: int, first_chunk: int, last_chunk: int) -> str:
     """One partition run's detections, chunk by chunk, waiting to be merged into files: named for
-    the run's first chunk, so that a run redone from the same state replaces a dead one's."""
-    return f"{staged_prefix(settings, partition)}from_{first_chunk:010d}.parquet"
+    the chunks it covers, so that no run's object, even a stalled run's, hides another's."""
+    return f"{staged_prefix(settings, partition)}chunks_{first_chunk:010d}_{last_chunk:010d}.parquet"
+
+
+def staged_range(key: str) -> tuple[int, int]:
+    """The first and last chunk of a ``staged_key``."""
+    first, last = key.rsplit("/", 1)[1].removeprefix("chunks_").removesuffix(".parquet").split("_")
+    return int(first), int(last)

@@ -4,32 +4,37 @@
 - ``detect_partition(k)`` opens partition k's state (``state/partitions/<k>/``), takes the waiting
   chunks (as a one-engine run does, up to ``max_rows_per_run``), folds the rows of its merchants,
   stages the run's detections chunk by chunk with their YStartTime and detectionTime
-  (``state/staged/partition_<k>/from_<first chunk>.parquet``) and only then commits its state.
+  (``state/staged/partition_<k>/chunks_<first>_<last>.parquet``) and only then commits its state.
 - ``write_detection_files`` merges, chunk by chunk up to the chunk every partition has committed,
   the partitions' staged detections in the contract's order, cuts and writes the 50-row files,
   commits the stream's own state (``state/CURRENT``: pending rows, next file number, chunks
   merged, counters; what the progress display and the sensor read) and then removes the staged
   objects it no longer needs.
 
-Exactly once: a partition's staged rows are written before its commit and named for the run's
-first chunk, so a redone run replaces a dead one's, and the merge reads only chunks below every
-partition's committed position; files are written before the stream's commit, and a redone merge
-rewrites the same rows under the same names.
+Exactly once: a partition's staged rows are written before its commit and the merge reads only
+chunks below every partition's committed position. Every run from the same committed state finds
+the same detections for a chunk (the engine is deterministic), so any staged object that covers
+a chunk, a dead or stalled run's included, holds its rows; the merge takes the newest one, and
+gives every row of a chunk the earliest start among the partitions (one YStartTime a chunk, as
+one engine gives). Files are written before the stream's commit, and a redone merge rewrites the
+same rows under the same names. The partitions must have read the same bytes of a chunk: a chunk
+uploaded again with other bytes while they read it stops the merge, naming it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from patternflow.engine.clock import Clock, now_ist
+from patternflow.engine.clock import Clock, iso_ist, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import WEIGHT_COLUMNS
 from patternflow.engine.detections import Detection, pending_rows, pending_table
@@ -64,8 +69,9 @@ from patternflow.pipeline.layout import (
     partition_state_prefix,
     staged_key,
     staged_prefix,
+    staged_range,
 )
-from patternflow.pipeline.producer import load_manifest
+from patternflow.pipeline.producer import StreamError, load_manifest
 from patternflow.pipeline.settings import PipelineSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -161,6 +167,9 @@ def detect_partition(
                     "rows_set_aside": accepted.rows_set_aside,
                     "quarantined": accepted.quarantined,
                     "uploaded_at": stored.written_at,
+                    "began": iso_ist(began),
+                    "md5": hashlib.md5(stored.data).hexdigest(),
+                    "etag": stored.tag.strip('"'),
                     "started_at": started,
                     "finished_at": wall(),
                 }
@@ -171,7 +180,8 @@ def detect_partition(
                 report.new_detections[pattern] += n
         if records:
             table = pa.concat_tables(staged).replace_schema_metadata({_CHUNKS_METADATA: json.dumps(records).encode()})
-            store.put(staged_key(settings, partition, first), _parquet_bytes(table))  # before the commit that counts it
+            key = staged_key(settings, partition, first, engine.chunks_folded - 1)
+            store.put(key, _parquet_bytes(table))  # before the commit that counts it
             report.state_version = state.commit(engine.snapshot(), config)
             report.state_bytes = state.last_commit.chain_bytes
     finally:
@@ -214,15 +224,18 @@ def write_detection_files(
     metrics: list[ChunkMetrics] = []
     moved: list[str] = []
     for index in range(stream.chunks_merged, ready):
-        parts = [by_chunk.get(index, ([], None)) for by_chunk in staged]
-        record = next(r for _, r in parts if r is not None)  # every partition read the same chunk
-        rows = record["rows"]
-        files, counts = stream.add_chunk(index, rows, [detections for detections, _ in parts])
+        records = [by_chunk[index][1] for by_chunk in staged]
+        _check_same_bytes(settings, index, records)
+        began = min(r["began"] for r in records)  # the chunk's processing began with its first partition
+        detections = [[replace(row, y_start_time=began) for row in by_chunk[index][0]] for by_chunk in staged]
+        record = records[0]
+        files, counts = stream.add_chunk(index, record["rows"], detections)
         names = write_files(store, settings.output_prefix, files)
-        finished_at = max(r["finished_at"] for _, r in parts if r is not None)
+        started, finished = min(r["started_at"] for r in records), max(r["finished_at"] for r in records)
         metrics.append(
-            ChunkMetrics(index, rows, record["uploaded_at"], record["started_at"], finished_at, counts, names, record["rows_set_aside"])
+            ChunkMetrics(index, record["rows"], record["uploaded_at"], started, finished, counts, names, record["rows_set_aside"])
         )
+        folded_digests.md5[str(index)], folded_digests.etag[str(index)] = record["md5"], record["etag"]
         if record["quarantined"]:
             moved.append(chunk_key(settings, index))
             folded_digests.quarantined.append(index)
@@ -235,8 +248,8 @@ def write_detection_files(
         elif final_files:
             _add_to_last_record(store, settings, final_files)  # the end-of-stream marker came after that chunk's merge
     if metrics or report.end_of_stream:
-        if metrics:
-            _record_digests(store, settings, folded_digests, [m.index for m in metrics])
+        if metrics:  # before the commit: the chunks it makes merged always have their digests
+            store.put(digests_key(settings), folded_digests.to_bytes())
         report.state_version = state.commit(stream.snapshot(), config)
         done = wall()
         for chunk in metrics:
@@ -261,22 +274,22 @@ def _committed_chunks(store: ObjectStore, settings: PipelineSettings, partition:
 def _read_staged(
     store: ObjectStore, settings: PipelineSettings, partition: int, start: int, end: int
 ) -> dict[int, tuple[list[Detection], dict]]:
-    """Partition ``partition``'s staged detections and records of chunks ``start`` to ``end - 1``, by chunk."""
+    """Partition ``partition``'s staged detections and records of chunks ``start`` to ``end - 1``,
+    by chunk: of the staged objects covering a chunk, the newest run's (highest first chunk)."""
     found: dict[int, tuple[list[Detection], dict]] = {}
     if start >= end:
         return found
-    keys = store.list(staged_prefix(settings, partition))
-    firsts = sorted((int(key.rsplit("_", 1)[1].split(".")[0]), key) for key in keys)
-    needed = [key for i, (first, key) in enumerate(firsts) if first < end and (i + 1 == len(firsts) or firsts[i + 1][0] > start)]
-    for key in needed:
+    ranges = sorted((staged_range(key), key) for key in store.list(staged_prefix(settings, partition)))
+    for (first, last), key in reversed(ranges):
+        if last < start or first >= end or all(i in found for i in range(max(first, start), min(last + 1, end))):
+            continue
         table = pq.ParquetFile(pa.BufferReader(store.get(key))).read()
-        records = json.loads(table.schema.metadata[_CHUNKS_METADATA])
         by_chunk: dict[int, list[Detection]] = {}
         rows = pending_rows(table.drop_columns(["chunk"]).replace_schema_metadata(None))
         for row, chunk in zip(rows, columns.to_numpy(table.column("chunk")).tolist(), strict=True):
             by_chunk.setdefault(chunk, []).append(row)
-        for record in records:
-            if start <= record["index"] < end:
+        for record in json.loads(table.schema.metadata[_CHUNKS_METADATA]):
+            if start <= record["index"] < end and record["index"] not in found:
                 found[record["index"]] = (by_chunk.get(record["index"], []), record)
     missing = [i for i in range(start, end) if i not in found]
     if missing:
@@ -285,24 +298,23 @@ def _read_staged(
 
 
 def _remove_merged(store: ObjectStore, settings: PipelineSettings, merged: int) -> None:
-    """Staged objects every chunk of which is merged: the first chunk of the next object of the
-    same partition tells where one ends."""
+    """Staged objects every chunk of which is merged."""
     for partition in range(settings.partitions):
-        firsts = sorted((int(key.rsplit("_", 1)[1].split(".")[0]), key) for key in store.list(staged_prefix(settings, partition)))
-        done = [key for i, (_, key) in enumerate(firsts) if i + 1 < len(firsts) and firsts[i + 1][0] <= merged]
+        done = [key for key in store.list(staged_prefix(settings, partition)) if staged_range(key)[1] < merged]
         if done:
             store.delete(done)
 
 
-def _record_digests(store: ObjectStore, settings: PipelineSettings, digests: FoldedDigests, merged: list[int]) -> None:
-    """The merged chunks' ETags as listed, before the commit that makes them merged (the partitions
-    read the bytes; their ETag, an MD5 for the producer's single-part uploads, stands for them)."""
-    listed = store.digests(settings.chunks_prefix)
-    for index in merged:
-        etag = listed.get(chunk_key(settings, index))
-        if etag is not None:
-            digests.md5[str(index)] = digests.etag[str(index)] = etag.strip('"')
-    store.put(digests_key(settings), digests.to_bytes())
+def _check_same_bytes(settings: PipelineSettings, index: int, records: list[dict]) -> None:
+    """Every partition folded the same bytes of chunk ``index``; else the files could not be
+    one engine's (the chunk was uploaded again with other bytes while they read it)."""
+    digests = {record["md5"] for record in records}
+    if len(digests) > 1:
+        raise StreamError(
+            f"chunk {index} (s3://{settings.bucket}/{chunk_key(settings, index)}) was read with different bytes by the partitions "
+            f"(md5 {', '.join(sorted(digests))}): it was uploaded again while they read it, and their detections cannot be merged "
+            "exactly; reset the stream (patternflow reset, or the stream_reset DAG) to start it again"
+        )
 
 
 def _staged_rows(index: int, detections: tuple[Detection, ...]) -> pa.Table:

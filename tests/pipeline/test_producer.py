@@ -142,5 +142,24 @@ def test_reset_removes_one_streams_objects_and_nothing_else(stream):
     store.put("transaction_chunks_archive/old.csv", b"old")
     store.put(settings.quarantine_prefix + "chunk_3.json", b"{}")
     removed = reset_stream(store, settings)
-    assert removed == {"transaction_chunks/": 14, "reference/": 1, "state/": 1, "output_detections/": 1, "quarantine/": 1}
+    assert removed == {"transaction_chunks/": 14, "reference/": 2, "state/": 1, "output_detections/": 1, "quarantine/": 1}
     assert store.list("") == ["keep/me.csv", "transaction_chunks_archive/old.csv"]
+
+
+def test_the_stream_start_keeps_customer_importances_weight_ranks_for_the_detector(stream):
+    """The producer sums CustomerImportance into its weight ranks while it checks it; the
+    detector's first run starts from them and never reads the file (here: removed first)."""
+    from patternflow.engine.detection_engine import WeightRanks, initial_state
+    from patternflow.engine.parquet import parquet_table
+    from patternflow.ingest.parsing import read_importance
+    from patternflow.pipeline.detector import detect
+    from patternflow.pipeline.layout import importance_key, weight_ranks_key
+
+    store, settings, opener = stream
+    produce(store, settings, opener, T0, fast=True)
+    ranks = WeightRanks(parquet_table(store.get(weight_ranks_key(settings))))
+    whole = initial_state(read_importance(settings.importance))
+    from_ranks = initial_state(ranks)
+    assert from_ranks.pairs.equals(whole.pairs) and from_ranks.customers.equals(whole.customers)
+    store.delete([importance_key(settings)])
+    assert detect(store, settings).chunks  # started from the ranks alone

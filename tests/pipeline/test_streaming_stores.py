@@ -13,7 +13,7 @@ from patternflow.errors import InputError
 from patternflow.ingest import chunking, parsing
 from patternflow.pipeline import sources
 from patternflow.pipeline.detector import detect
-from patternflow.pipeline.layout import importance_key
+from patternflow.pipeline.layout import importance_key, weight_ranks_key
 from patternflow.pipeline.producer import load_manifest, produce
 from patternflow.pipeline.s3 import S3Store
 from patternflow.pipeline.settings import PipelineSettings
@@ -124,7 +124,7 @@ class NoWholeReference(LocalStore):
         return super().read_range(key, start, end)
 
 
-def test_the_detector_reads_the_reference_data_by_range_in_batches(small_banksim, tmp_path, monkeypatch):
+def test_without_weight_ranks_the_detector_reads_the_reference_data_by_range_in_batches(small_banksim, tmp_path, monkeypatch):
     settings = PipelineSettings(
         bucket="local", transactions=str(small_banksim.transactions), importance=str(small_banksim.importance), chunk_size=5_000
     )
@@ -135,6 +135,7 @@ def test_the_detector_reads_the_reference_data_by_range_in_batches(small_banksim
     monkeypatch.setattr(parsing, "IMPORTANCE_BATCH_BYTES", WINDOW)
     store = NoWholeReference(tmp_path / "batches")
     produce(store, settings, source_opener(lambda: None), 0.0, fast=True)
+    store.delete([weight_ranks_key(settings)])  # a stream started without its weight ranks: the detector reads the file
     detect(store, settings, config)
     assert 0 < NoWholeReference.largest <= WINDOW
     outputs = [sorted(s.list(settings.output_prefix)) for s in (default, store)]

@@ -165,9 +165,11 @@ class DetectionEngine:
         self.finished = state.finished
 
     @classmethod
-    def start(cls, importance: pa.Table | Iterable[pa.Table], config: DetectionConfig, clock: Clock = now_ist) -> DetectionEngine:
+    def start(
+        cls, importance: pa.Table | Iterable[pa.Table] | WeightRanks, config: DetectionConfig, clock: Clock = now_ist
+    ) -> DetectionEngine:
         """A new stream: no transactions yet, weights computed once from CustomerImportance (a
-        table, or its batches: memory then follows the pairs, not the file's size)."""
+        table, or its batches: memory then follows the pairs, not the file's size; or its ranks)."""
         return cls(config, initial_state(importance), clock)
 
     def _define_thresholds(self) -> None:
@@ -356,18 +358,34 @@ def _gender_bits(genders: pa.ChunkedArray) -> np.ndarray:
     return bits[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def initial_state(importance: pa.Table | Iterable[pa.Table]) -> EngineState:
+@dataclass(frozen=True)
+class WeightRanks:
+    """What a stream keeps of CustomerImportance: each (merchant, customer) pair and the dense rank
+    of its weight among its merchant's, in id order (``weight_ranks.sql``). Small (one row a pair),
+    so the producer computes it once at stream start and the detector starts from it."""
+
+    table: pa.Table
+
+
+def initial_state(importance: pa.Table | Iterable[pa.Table] | WeightRanks) -> EngineState:
     """The state of a stream before its first chunk: the CustomerImportance pairs and their weight
-    ranks, from the whole table or from the batches of one (``initial_state_from_batches``)."""
-    return initial_state_from_batches([importance] if isinstance(importance, pa.Table) else importance)
+    ranks, from the whole table, from the batches of one, or from the ranks already computed."""
+    if isinstance(importance, WeightRanks):
+        return initial_state_from_ranks(importance)
+    return initial_state_from_ranks(weight_ranks([importance] if isinstance(importance, pa.Table) else importance))
 
 
 def initial_state_from_batches(batches: Iterable[pa.Table]) -> EngineState:
-    """``initial_state`` of the CustomerImportance rows of every batch, read one batch at a time.
+    """``initial_state`` of the CustomerImportance rows of every batch, read one batch at a time."""
+    return initial_state_from_ranks(weight_ranks(batches))
+
+
+def weight_ranks(batches: Iterable[pa.Table]) -> WeightRanks:
+    """The weight ranks of the CustomerImportance rows of every batch, read one batch at a time.
 
     Each batch is summed per pair and added into the sums so far, so that memory follows the
     number of pairs, not the size of the file; any batching of the same rows gives the same
-    state, ids included (the ranks and their order come from ``weight_ranks.sql`` over the sums).
+    ranks in the same order (``weight_ranks.sql`` over the sums), and so the same ids.
     """
     con = duckdb.connect()  # all cores: a few large queries, unlike the per-chunk ones
     weights, low = _summed_weights(con, batches)
@@ -375,8 +393,15 @@ def initial_state_from_batches(batches: Iterable[pa.Table]) -> EngineState:
     # no rows at all: no pair either, so the shift is never used (and pa.array would import pandas)
     shift = columns.from_numpy(np.array([low if low is not None else 0], dtype=np.int64), pa.int64())
     con.register("importance_low", pa.Table.from_arrays([shift], names=["low"]))
-    weights = con.sql(sql("weight_ranks")).to_arrow_table()
+    ranks = con.sql(sql("weight_ranks")).to_arrow_table()
     con.close()
+    return WeightRanks(ranks)
+
+
+def initial_state_from_ranks(ranks: WeightRanks) -> EngineState:
+    """The state before the first chunk: a pair for every ranked (merchant, customer), ids given
+    in the ranks' order."""
+    weights = ranks.table
     customers, merchants = IdDictionary(), IdDictionary()
     zeros = np.zeros(weights.num_rows, dtype=np.int64)
     pairs = columns.table(

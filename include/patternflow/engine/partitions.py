@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import ChunkResult, DetectionEngine, EngineState, initial_state
+from patternflow.engine.detection_engine import ChunkResult, DetectionEngine, EngineState, WeightRanks, initial_state
 from patternflow.engine.detections import Detection, DetectionFile, cut_files, pending_rows, pending_table
 from patternflow.engine.state import StateStore
 from patternflow.engine.stream import check_same_config
@@ -83,7 +83,7 @@ class PartitionEngine:
     def open(
         cls,
         state: StateStore | None,
-        load_importance: Callable[[], pa.Table | Iterable[pa.Table]],
+        load_importance: Callable[[], pa.Table | Iterable[pa.Table] | WeightRanks],
         config: DetectionConfig,
         partition: int,
         partitions: int,
@@ -92,8 +92,11 @@ class PartitionEngine:
         """Partition ``partition`` of ``partitions`` at its last committed state, or at the start."""
         loaded = state.load() if state is not None else None
         if loaded is None:
-            batches = load_importance()
-            mine = (rows_of(batch, MERCHANT_COLUMNS["importance"], partition, partitions) for batch in _batches(batches))
+            importance = load_importance()
+            if isinstance(importance, WeightRanks):
+                mine: WeightRanks | Iterable[pa.Table] = WeightRanks(rows_of(importance.table, "merchant", partition, partitions))
+            else:
+                mine = (rows_of(batch, MERCHANT_COLUMNS["importance"], partition, partitions) for batch in _batches(importance))
             return cls(DetectionEngine(config, initial_state(mine), clock, cuts_files=False), partition, partitions)
         check_same_config(loaded.config, config)
         return cls(DetectionEngine(config, loaded.state, clock, cuts_files=False), partition, partitions)

@@ -39,11 +39,11 @@ from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from patternflow.engine.clock import iso_ist, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import EngineState
+from patternflow.engine.parquet import parquet_bytes, parquet_table
 from patternflow.engine.store import ObjectStore, WriteConflict
 from patternflow.errors import PatternflowError
 from patternflow.ingest import columns
@@ -317,12 +317,12 @@ class StateStore:
             independent = any(versions[0] != chain[0]["version"] for versions in fallbacks.values())
             delta = _delta(base.state, state) if independent and len(chain) < self.snapshot_every else None
             if delta is not None:
-                payloads = {name: _parquet_bytes(table) for name, table in delta.items()}
+                payloads = {name: parquet_bytes(table) for name, table in delta.items()}
                 chained = sum(e["bytes"] for link in chain[1:] for e in link["objects"].values()) + sum(map(len, payloads.values()))
                 snapshot = sum(e["bytes"] for e in chain[0]["objects"].values())
                 if chained <= min(self.snapshot_bytes, self.deltas_per_snapshot * snapshot):
                     return payloads, "delta", chain
-        return {name: _parquet_bytes(getattr(state, name)) for name in _TABLES}, "snapshot", []
+        return {name: parquet_bytes(getattr(state, name)) for name in _TABLES}, "snapshot", []
 
 
 def _chain(manifest: dict) -> list[dict]:
@@ -412,10 +412,4 @@ def _table(entry: dict, data: bytes) -> pa.Table:
     """A state object's table, its bytes checked against the manifest's SHA-256 (``entry``)."""
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise _ChecksumMismatch(f"{entry['key']}: checksum mismatch")
-    return pq.ParquetFile(pa.BufferReader(data)).read()  # read_table would import pandas (columns.py)
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+    return parquet_table(data)

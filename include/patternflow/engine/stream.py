@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import DetectionEngine
+from patternflow.engine.detection_engine import DetectionEngine, WeightRanks
 from patternflow.engine.detections import DetectionFile
 from patternflow.engine.state import StateError, StateStore
 from patternflow.engine.store import ObjectStore
@@ -20,7 +20,7 @@ from patternflow.engine.store import ObjectStore
 
 def open_engine(
     state: StateStore | None,
-    load_importance: Callable[[], pa.Table | Iterable[pa.Table]],
+    load_importance: Callable[[], pa.Table | Iterable[pa.Table] | WeightRanks],
     config: DetectionConfig,
     clock: Clock = now_ist,
 ) -> DetectionEngine:

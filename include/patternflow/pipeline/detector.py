@@ -24,14 +24,15 @@ import logging
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
 from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS
+from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS, WeightRanks
+from patternflow.engine.parquet import parquet_table
 from patternflow.engine.state import StateStore
 from patternflow.engine.store import ObjectStore, WriteConflict, range_reader
 from patternflow.engine.stream import commit, open_engine, write_files
@@ -51,6 +52,7 @@ from patternflow.pipeline.layout import (
     partitioning_key,
     quarantine_report_key,
     quarantined_chunk_key,
+    weight_ranks_key,
 )
 from patternflow.pipeline.producer import load_manifest
 from patternflow.pipeline.settings import PipelineSettings, SettingsError
@@ -134,16 +136,7 @@ def detect(
     state = StateStore(
         store, settings.state_prefix, snapshot_every=settings.state_snapshot_every, snapshot_bytes=settings.state_snapshot_bytes
     )
-    reference = importance_key(settings)
-    # CustomerImportance is read only at the stream's first run, in batches of byte ranges, never whole
-    engine = open_engine(
-        state,
-        lambda: importance_batches(
-            range_reader(store, reference), store.size(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS
-        ),
-        config,
-        clock,
-    )
+    engine = open_engine(state, lambda: stream_weights(store, settings), config, clock)
     try:
         folded_digests = FoldedDigests.load(store, settings)
         uploaded = _folded_chunks(settings, store.digests(settings.chunks_prefix), engine.chunks_folded)
@@ -224,6 +217,17 @@ def check_partitioning(store: ObjectStore, settings: PipelineSettings) -> None:
             "the partitions of a running stream cannot change: reset the stream (patternflow reset, or the stream_reset DAG) "
             "to start another with the new number"
         )
+
+
+def stream_weights(store: ObjectStore, settings: PipelineSettings) -> WeightRanks | Iterator[pa.Table]:
+    """What a stream's first detection run starts from: the weight ranks the producer computed
+    from CustomerImportance at stream start, one row a pair; for a stream started without them,
+    the file itself in batches of byte ranges, never whole."""
+    try:
+        return WeightRanks(parquet_table(store.get(weight_ranks_key(settings))))
+    except KeyError:
+        reference = importance_key(settings)
+        return importance_batches(range_reader(store, reference), store.size(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS)
 
 
 def _may_take(settings: PipelineSettings, taken: list, rows_taken: int, next_rows: int) -> bool:

@@ -13,6 +13,7 @@ STREAM_MANIFEST = "_stream.json"
 END_OF_STREAM = "_end_of_stream.json"
 """Written after the last chunk: the chunk and row counts."""
 IMPORTANCE = "CustomerImportance.csv"
+WEIGHT_RANKS = "weight_ranks.parquet"
 PATTERNS = ("PatId1", "PatId2", "PatId3")
 
 
@@ -30,6 +31,11 @@ def end_of_stream_key(settings: PipelineSettings) -> str:
 
 def importance_key(settings: PipelineSettings) -> str:
     return settings.reference_prefix + IMPORTANCE
+
+
+def weight_ranks_key(settings: PipelineSettings) -> str:
+    """CustomerImportance's weight ranks, one row a pair: what the detector starts a stream from."""
+    return settings.reference_prefix + WEIGHT_RANKS
 
 
 def current_state_key(settings: PipelineSettings) -> str:

@@ -32,18 +32,16 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from patternflow.engine.clock import Clock, iso_ist, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import WEIGHT_COLUMNS
 from patternflow.engine.detections import Detection, pending_rows, pending_table
+from patternflow.engine.parquet import parquet_bytes, parquet_table
 from patternflow.engine.partitions import PartitionEngine, StreamFiles
 from patternflow.engine.state import StateStore
-from patternflow.engine.store import ObjectStore, range_reader
+from patternflow.engine.store import ObjectStore
 from patternflow.engine.stream import write_files
 from patternflow.ingest import columns
-from patternflow.ingest.parsing import importance_batches
 from patternflow.pipeline.detector import (
     ChunkMetrics,
     DetectionReport,
@@ -54,18 +52,17 @@ from patternflow.pipeline.detector import (
     _put_metrics,
     _remove_originals,
     _summarise,
-    _uri,
     accept_chunk,
     check_partitioning,
     find_conflicts,
     finish_moves,
+    stream_weights,
 )
 from patternflow.pipeline.layout import (
     PATTERNS,
     chunk_key,
     digests_key,
     end_of_stream_key,
-    importance_key,
     partition_state_prefix,
     staged_key,
     staged_prefix,
@@ -131,12 +128,9 @@ def detect_partition(
     check_partitioning(store, settings)
     config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
     state = partition_state(store, settings, partition)
-    reference = importance_key(settings)
     engine = PartitionEngine.open(
         state,
-        lambda: importance_batches(
-            range_reader(store, reference), store.size(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS
-        ),
+        lambda: stream_weights(store, settings),
         config,
         partition,
         settings.partitions,
@@ -181,7 +175,7 @@ def detect_partition(
         if records:
             table = pa.concat_tables(staged).replace_schema_metadata({_CHUNKS_METADATA: json.dumps(records).encode()})
             key = staged_key(settings, partition, first, engine.chunks_folded - 1)
-            store.put(key, _parquet_bytes(table))  # before the commit that counts it
+            store.put(key, parquet_bytes(table))  # before the commit that counts it
             report.state_version = state.commit(engine.snapshot(), config)
             report.state_bytes = state.last_commit.chain_bytes
     finally:
@@ -283,7 +277,7 @@ def _read_staged(
     for (first, last), key in reversed(ranges):
         if last < start or first >= end or all(i in found for i in range(max(first, start), min(last + 1, end))):
             continue
-        table = pq.ParquetFile(pa.BufferReader(store.get(key))).read()
+        table = parquet_table(store.get(key))
         by_chunk: dict[int, list[Detection]] = {}
         rows = pending_rows(table.drop_columns(["chunk"]).replace_schema_metadata(None))
         for row, chunk in zip(rows, columns.to_numpy(table.column("chunk")).tolist(), strict=True):
@@ -320,9 +314,3 @@ def _check_same_bytes(settings: PipelineSettings, index: int, records: list[dict
 def _staged_rows(index: int, detections: tuple[Detection, ...]) -> pa.Table:
     rows = pending_table(list(detections))
     return rows.add_column(0, "chunk", columns.from_numpy(np.full(rows.num_rows, index, dtype=np.int32)))
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()

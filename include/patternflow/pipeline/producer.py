@@ -24,11 +24,20 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from patternflow.engine.clock import iso_ist_epoch
+from patternflow.engine.detection_engine import weight_ranks
+from patternflow.engine.parquet import parquet_bytes
 from patternflow.engine.store import ObjectStore
 from patternflow.errors import PatternflowError
 from patternflow.ingest.chunking import ChunkedFile, assemble
-from patternflow.ingest.parsing import check_importance, parse_transactions
-from patternflow.pipeline.layout import chunk_key, end_of_stream_key, importance_key, manifest_key, quarantined_chunk_key
+from patternflow.ingest.parsing import importance_batches, parse_transactions
+from patternflow.pipeline.layout import (
+    chunk_key,
+    end_of_stream_key,
+    importance_key,
+    manifest_key,
+    quarantined_chunk_key,
+    weight_ranks_key,
+)
 from patternflow.pipeline.settings import PREFIXES, PipelineSettings
 from patternflow.pipeline.sources import SourceOpener, pieces
 
@@ -147,12 +156,14 @@ def start_stream(store: ObjectStore, settings: PipelineSettings, open_source: So
     """Check and upload the reference data, then commit the stream by writing its manifest.
 
     Both files are read by byte range, a batch or window at a time, never whole: CustomerImportance
-    is checked batch by batch, then copied piece by piece; the transactions are scanned for the
-    chunks' offsets."""
+    is checked and summed into its weight ranks batch by batch, then copied piece by piece; the
+    transactions are scanned for the chunks' offsets."""
     importance = open_source(settings.importance)
     importance_size = importance.size()
-    # a bad file stops the stream before any chunk
-    check_importance(importance.read_range, importance_size, settings.importance)
+    # a bad file stops the stream before any chunk; its weight ranks are what the detector starts
+    # from, so that no detection task reads the (large) file again
+    ranks = weight_ranks(importance_batches(importance.read_range, importance_size, settings.importance))
+    store.put(weight_ranks_key(settings), parquet_bytes(ranks.table))
     store.put_stream(importance_key(settings), pieces(importance, importance_size))
 
     source = open_source(settings.transactions)

@@ -189,7 +189,7 @@ def print_states(figures: dict[int, StateFigures], settings: dict[int, PipelineS
     print(f"\n== 1. a partition's committed state (chain bytes of its CURRENT) and its load time (median of {rounds} loads)")
     print(f"  target: (value at N) / (value at N=1 / N) <= {SHARE_TARGET}")
     columns = f"{'bytes mean':>11} {'max':>10} {'share mean/max':>18}   {'load mean':>10} {'max':>9}  share mean/max"
-    print(f"  {'N':>2} {'CURRENT':<28} {columns}")
+    print(f"  {'N':>2} {'CURRENT':<33} {columns}")
     for n, f in figures.items():
         where = "state/CURRENT" if n == 1 else "state/partitions/<k>/CURRENT"
         mean_b, max_b = statistics.mean(f.bytes), max(f.bytes)
@@ -198,7 +198,7 @@ def print_states(figures: dict[int, StateFigures], settings: dict[int, PipelineS
         shares = [share(mean_b, b1, n), share(max_b, b1, n), share(mean_t, t1, n), share(max_t, t1, n)]
         marks = [f"x{s:.2f} {verdict(s <= SHARE_TARGET)}" for s in shares]
         print(
-            f"  {n:>2} {settings[n].state_prefix.split('/')[0] + '/' + where:<28} {mean_b / MiB:>7.2f} MiB {max_b / MiB:>6.2f} MiB "
+            f"  {n:>2} {settings[n].state_prefix.split('/')[0] + '/' + where:<33} {mean_b / MiB:>7.2f} MiB {max_b / MiB:>6.2f} MiB "
             f"{marks[0] + ' / ' + marks[1]:>18}   {mean_t * 1e3:>7.0f} ms {max_t * 1e3:>6.0f} ms  {marks[2]} / {marks[3]}"
         )
     print("  per partition (MiB): " + "; ".join(f"N={n}: " + " ".join(f"{b / MiB:.1f}" for b in f.bytes) for n, f in figures.items()))

@@ -52,7 +52,7 @@ from patternflow.pipeline.settings import PipelineSettings
 from patternflow.pipeline.sources import source_opener
 from tests.benchmarks.bench_e2e import percentile, report
 from tests.benchmarks.bench_load import PeakRss, compare_with_replay, launch_script
-from tests.benchmarks.bench_scale import PROJECT, Data, Measured, MiB, bench_data, compare_files, run_measured, verdict, work_folder
+from tests.benchmarks.bench_scale import PROJECT, Data, MiB, bench_data, compare_files, run_measured, verdict, work_folder
 
 PARTITIONS = (1, 2, 4, 8)
 SHARE_TARGET = 1.3
@@ -253,30 +253,13 @@ class TaskRss:
     """The one chunk of a one-chunk stream (its CustomerImportance as small): the floor."""
 
 
-MEASURED = (
-    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True); sys.exit(code)"
-)
-"""A lean Python process that runs a command and prints the peak RSS (KiB) of that one child."""
-
-
-def lean_measured(command: list[str]) -> Measured:
-    """``command``'s wall time, output and peak RSS, started by the lean ``MEASURED`` process: a
-    child's peak counts the memory of the process it was forked from (Linux keeps the forked
-    copy's high-water mark across ``exec``), and this benchmark's own process holds the states it
-    loaded and every library the engine uses; the lean one holds a few MiB."""
-    run = run_measured([sys.executable, "-c", MEASURED, *command])
-    *out, kib = run.stdout.splitlines()
-    return Measured(run.seconds, int(kib) * 1024, "\n".join(out))
-
-
 def task_command(bucket: Path, settings: PipelineSettings, partition: int) -> list[str]:
     return [sys.executable, "-c", TASK, str(bucket), json.dumps(settings.to_json()), str(partition)]
 
 
 def one_chunk(bucket: Path, settings: PipelineSettings, partition: int) -> Measure:
     """The task for one chunk in a fresh process: its wall time and peak RSS."""
-    run = lean_measured(task_command(bucket, settings, partition))
+    run = run_measured(task_command(bucket, settings, partition))
     taken = json.loads(run.stdout.splitlines()[-1])["chunks"]
     if len(taken) != 1:
         raise RuntimeError(f"a task of N={settings.partitions} took chunks {taken}, not one")
@@ -463,7 +446,7 @@ def states_and_tasks(scale: int, parts: set[int], rounds: int, work: Path) -> No
     if 2 in parts:
         tiny = one_chunk_stream(work / "one-chunk-bucket")
         tasks = [one_more_chunk(bucket, data, tiny, figures[n]) for n in PARTITIONS]
-        floors = {name: lean_measured([sys.executable, "-c", code, str(work / "airflow")]).peak_rss for name, code in FLOORS.items()}
+        floors = {name: run_measured([sys.executable, "-c", code, str(work / "airflow")]).peak_rss for name, code in FLOORS.items()}
         print_rss(tasks, floors)
     print("\n-- every N to the end of the stream, files against N=1's ...", file=sys.stderr, flush=True)
     outputs = {}

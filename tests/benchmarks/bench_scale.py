@@ -108,21 +108,30 @@ class Measured:
     stdout: str
 
 
+_LEAN = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr, flush=True); sys.exit(code)"
+)
+"""A lean Python process that runs a command and prints that one child's peak RSS (KiB) last on
+stderr. A child's peak counts the memory of the process it was forked from (Linux keeps the
+forked copy's high-water mark across ``exec``): forked from this benchmark, which holds a whole
+in-process replay, every command would seem as large as it; forked from the lean one, it is itself."""
+
+
 def run_measured(command: list[str]) -> Measured:
-    """Run ``command`` to its end; its wall time and peak RSS. ``wait4`` reports the usage of that
-    one child, where ``getrusage(RUSAGE_CHILDREN)`` keeps the largest child seen so far. Its output
-    goes to files, not pipes: nobody reads a pipe while ``wait4`` waits."""
+    """Run ``command`` to its end, started by the lean ``_LEAN`` process; its wall time, peak RSS
+    and output. Its output goes to files, not pipes: nobody reads a pipe while it runs."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
-        process = subprocess.Popen(command, cwd=PROJECT, stdout=out, stderr=errors, text=True)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.Popen([sys.executable, "-c", _LEAN, *command], cwd=PROJECT, stdout=out, stderr=errors, text=True)
+        process.wait()
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         errors.seek(0)
+        *messages, kib = errors.read().splitlines() or ["", "0"]
         if process.returncode:
-            raise RuntimeError(f"{shown(command)} exited with {process.returncode}:\n{errors.read()[-4000:]}")
-        return Measured(seconds, usage.ru_maxrss * 1024, out.read())
+            raise RuntimeError(f"{shown(command)} exited with {process.returncode}:\n" + "\n".join(messages)[-4000:])
+        return Measured(seconds, int(kib) * 1024, out.read())
 
 
 def replay_command(data: Data, out: Path, state: Path, *extra: str) -> list[str]:

@@ -5,7 +5,7 @@ Prints its figures beside their targets with PASS or MISS; asserts nothing.
 For each scale:
 
 - the median time of a chunk's fold (``ChunkResult.seconds``) over that of 1x;
-- the peak RSS of the replay process (``patternflow replay --state``, its own ``wait4`` usage);
+- the peak RSS of the replay process (``patternflow replay --state``, measured by a lean parent);
 - the bytes a state commit writes with every chunk committed (``--commit-every 0``: the same
   chunks a commit at every scale), over 1x's, with the snapshot / delta split;
 - wall seconds per million rows, over 1x's;
@@ -104,7 +104,7 @@ def bench_data(rows: int, root: Path = DATA, block_rows: int = BLOCK_ROWS) -> Da
 class Measured:
     seconds: float
     peak_rss: int
-    """Bytes: the child's own peak (``wait4``), not the running maximum over all children."""
+    """Bytes: the command's own peak, as its lean parent saw it (``run_measured``)."""
     stdout: str
 
 

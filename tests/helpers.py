@@ -178,3 +178,33 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+
+
+class Killed(Exception):
+    """A process dying at this point: nothing after it happens."""
+
+
+class DiesAtWrite:
+    """Mixed into an object store: the store's process dies (``Killed``) at its ``die_at``-th
+    write, a put, a conditional replace or a delete, as a process killed there would; None: never."""
+
+    def __init__(self, *args, die_at: int | None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.die_at, self.writes = die_at, 0
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.writes == self.die_at:
+            raise Killed
+
+    def put(self, key, data):
+        self._write()
+        return super().put(key, data)
+
+    def replace(self, key, data, expected):
+        self._write()
+        return super().replace(key, data, expected)
+
+    def delete(self, keys):
+        self._write()
+        return super().delete(keys)

@@ -17,39 +17,17 @@ from patternflow.pipeline.s3 import S3Store
 from patternflow.pipeline.settings import PipelineSettings, SettingsError
 from patternflow.pipeline.sources import source_opener
 from patternflow.pipeline.status import read_chunk_metrics, read_progress
-from tests.helpers import file_rows, lively_config
+from tests.helpers import DiesAtWrite, Killed, file_rows, lively_config
 from tests.pipeline.test_detector import CHUNK, s3_files, settings_for
 
 CHUNKS = 12
 
 
-class Died(Exception):
-    """A task killed at this point: nothing after it happens."""
-
-
-class DyingStore(S3Store):
+class DyingStore(DiesAtWrite, S3Store):
     """An S3 store whose task dies at the ``die_at``-th write (put, conditional replace or delete)."""
 
     def __init__(self, client, bucket, die_at: int | None) -> None:
-        super().__init__(client, bucket)
-        self.die_at, self.writes = die_at, 0
-
-    def _write(self) -> None:
-        self.writes += 1
-        if self.writes == self.die_at:
-            raise Died
-
-    def put(self, key, data):
-        self._write()
-        return super().put(key, data)
-
-    def replace(self, key, data, expected):
-        self._write()
-        return super().replace(key, data, expected)
-
-    def delete(self, keys):
-        self._write()
-        return super().delete(keys)
+        super().__init__(client, bucket, die_at=die_at)
 
 
 def stream(s3_client, bucket, small_banksim, **extra) -> tuple[S3Store, PipelineSettings]:
@@ -114,13 +92,13 @@ def test_tasks_dying_at_any_write_still_give_replays_files_once(small_banksim, s
             dying = DyingStore(s3_client, bucket, rng.choice([None, None, rng.randint(1, 12)]))
             try:
                 detect_partition(dying, settings, partition, lively_config(CHUNK))
-            except Died:
+            except Killed:
                 died += 1
         dying = DyingStore(s3_client, bucket, rng.choice([None, None, rng.randint(1, 8)]))
         try:
             if write_detection_files(dying, settings, lively_config(CHUNK)).end_of_stream:
                 break
-        except Died:
+        except Killed:
             died += 1
     assert died > 0
     assert read_progress(store, settings).finished

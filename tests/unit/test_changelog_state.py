@@ -21,7 +21,7 @@ from patternflow.engine.state import StateStore
 from patternflow.engine.store import LocalStore
 from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.ingest.parsing import read_importance, read_transactions
-from tests.helpers import ChunkClock, read_files, run_stream
+from tests.helpers import ChunkClock, DiesAtWrite, Killed, read_files, run_stream
 from tests.strategies import small_streams
 
 CONFIG = DetectionConfig(chunk_size=5_000, upgrade_min_merchant_transactions=5_000, child_min_transactions=60, rows_per_file=5)
@@ -176,35 +176,12 @@ def test_a_kill_between_writing_a_snapshot_and_moving_the_pointer_keeps_the_comm
     engine.close()
 
 
-class Killed(Exception):
-    """A process dying at this point: nothing after it happens."""
-
-
-class DyingStore(LocalStore):
+class DyingStore(DiesAtWrite, LocalStore):
     """A folder store that dies at its ``die_at``-th write (a put, the pointer's replace or a
     pruning delete), as a process killed there would."""
 
     def __init__(self, root, die_at: int | None) -> None:
-        super().__init__(root)
-        self.die_at = die_at
-        self.writes = 0
-
-    def _write(self) -> None:
-        self.writes += 1
-        if self.die_at is not None and self.writes == self.die_at:
-            raise Killed
-
-    def put(self, key, data):
-        self._write()
-        return super().put(key, data)
-
-    def replace(self, key, data, expected):
-        self._write()
-        return super().replace(key, data, expected)
-
-    def delete(self, keys):
-        self._write()
-        return super().delete(keys)
+        super().__init__(root, die_at=die_at)
 
 
 @st.composite

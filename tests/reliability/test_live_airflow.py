@@ -59,6 +59,10 @@ SCHEDULER_TAKEOVER = {
 reset and tried again once the dead scheduler's heartbeat is 15 s old (looked at every 5 s);
 a running task whose heartbeat stopped is failed and retried after 20 s in any case. Airflow's
 defaults (30 s, 300 s, 300 s) would only make the test wait longer."""
+RUNS_OF_20 = {"PATTERNFLOW_MAX_CHUNKS_PER_RUN": "20"}
+"""A detection run takes every chunk waiting; bounded to 20, the run that outlives the outage
+commits before the one the kill interrupts, whatever the machine's pace, so that the kill comes
+in the middle of the stream with chunks committed since the outage."""
 
 TRY_LOG = re.compile(r"attempt=(\d+)\.log")
 RETURNED, FAILED = "Done. Returned value was:", "Task failed with exception"
@@ -118,7 +122,7 @@ def test_a_live_stream_survives_an_s3_outage_and_a_scheduler_kill_and_keeps_its_
 
     with processes(options.home) as started:
         endpoint, _ = start_s3(options, settings, started, out)
-        env = airflow_environment(options, endpoint) | SCHEDULER_TAKEOVER | log_server_ports()
+        env = airflow_environment(options, endpoint) | SCHEDULER_TAKEOVER | RUNS_OF_20 | log_server_ports()
         migrate(env, options.home)
         start_components(env, started)
         wait_for_airflow(options, started)

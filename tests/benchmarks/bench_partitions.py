@@ -43,6 +43,7 @@ from pathlib import Path
 
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.state import StateStore
+from patternflow.engine.state import chain_bytes as state_chain_bytes
 from patternflow.engine.store import LocalStore
 from patternflow.ingest import banksim
 from patternflow.pipeline.detector import detect
@@ -138,7 +139,7 @@ def state_prefixes(settings: PipelineSettings) -> list[str]:
 def chain_bytes(store: LocalStore, prefix: str) -> int:
     """The Parquet bytes of the chain ``<prefix>CURRENT`` names: what a load reads."""
     manifest = json.loads(store.get(f"{prefix}CURRENT"))
-    return sum(entry["bytes"] for link in manifest["chain"] for entry in link["objects"].values())
+    return state_chain_bytes(manifest)
 
 
 def timed_load(store: LocalStore, prefix: str) -> float:

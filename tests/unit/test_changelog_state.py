@@ -75,6 +75,45 @@ def test_a_delta_writes_what_the_run_changed_not_the_history(small_banksim, tmp_
     deltas = [c.table_bytes for c in written[2:]]
     assert max(deltas) < whole.last_commit.table_bytes / 2
     assert sum(deltas[-10:]) < 1.5 * sum(deltas[:10])
+    # a manifest names its own objects; of its chain and the kept ones, only the version numbers
+    # (a few bytes each, where each object's key and checksum took about 150)
+    first, last = written[2], written[-1]
+    assert last.manifest_bytes - first.manifest_bytes <= 16 * (len(last.chain) - len(first.chain))
+    assert_same_state(StateStore(LocalStore(tmp_path)).load().state, engine.snapshot())
+    engine.close()
+
+
+def earlier_format(manifest: dict, manifests: dict[int, dict]) -> dict:
+    """``manifest`` as it was written before manifests named only their own objects: the whole
+    chain, each version's objects inline."""
+    chain = [{"version": v, "kind": manifests[v]["kind"], "objects": manifests[v]["objects"]} for v in manifest["chain"]]
+    own = {k: v for k, v in manifest.items() if k not in ("kind", "objects", "chain", "snapshot_bytes", "chain_bytes")}
+    return {**own, "chain": chain}
+
+
+def test_a_state_written_in_the_earlier_manifest_format_loads_and_continues(small_banksim, tmp_path):
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=20, deltas_per_snapshot=100)
+    engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
+    for index in range(5):
+        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        commit(state, engine)
+    paths = {int(p.parent.name): p for p in (tmp_path / "versions").glob("*/manifest.json")}
+    manifests = {v: json.loads(p.read_bytes()) for v, p in paths.items()}
+    for version, path in paths.items():
+        path.write_text(json.dumps(earlier_format(manifests[version], manifests)))
+    (tmp_path / "CURRENT").write_bytes(paths[5].read_bytes())
+
+    resumed = StateStore(LocalStore(tmp_path), snapshot_every=20, deltas_per_snapshot=100)
+    loaded = resumed.load()
+    assert loaded.version == 5
+    assert_same_state(loaded.state, engine.snapshot())
+    assert resumed.read_pending().equals(engine.snapshot().pending)
+    engine.fold(5, transactions.slice(5 * CONFIG.chunk_size, CONFIG.chunk_size))
+    assert commit(resumed, engine) == 6
+    assert resumed.last_commit.kind == "delta" and resumed.last_commit.chain == (2, 3, 4, 5, 6)
+    assert resumed.last_commit.chain_bytes == sum(m["chain_bytes"] for m in [manifests[5]]) + resumed.last_commit.table_bytes
     assert_same_state(StateStore(LocalStore(tmp_path)).load().state, engine.snapshot())
     engine.close()
 
@@ -121,7 +160,7 @@ KILL_BETWEEN_SNAPSHOT_AND_POINTER = textwrap.dedent(
     class DyingAtTheThirdSnapshotsPointer(LocalStore):
         def replace(self, key, data, expected):
             manifest = json.loads(data)
-            if manifest["version"] > 2 and manifest["chain"][-1]["kind"] == "snapshot":
+            if manifest["version"] > 2 and manifest["kind"] == "snapshot":
                 os.kill(os.getpid(), signal.SIGKILL)  # its objects and manifest are written; CURRENT is not
             return super().replace(key, data, expected)
 
@@ -158,7 +197,7 @@ def test_a_kill_between_writing_a_snapshot_and_moving_the_pointer_keeps_the_comm
     state = StateStore(LocalStore(state_dir), snapshot_every=3, deltas_per_snapshot=100)
     assert state.versions() == [1, 2, 3, 4, 5]
     orphan = json.loads((state_dir / "versions" / f"{5:010d}" / "manifest.json").read_bytes())
-    assert [link["kind"] for link in orphan["chain"]] == ["snapshot"]
+    assert (orphan["kind"], orphan["chain"]) == ("snapshot", [5])
     loaded = state.load()
     assert (loaded.version, loaded.state.chunks_folded) == (4, 4)
 

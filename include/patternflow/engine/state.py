@@ -7,14 +7,17 @@ Layout under the store's prefix::
     versions/0000000007/pairs.parquet      the aggregates, one row per (merchant, customer) id pair
     versions/0000000007/emitted.parquet    every detection key emitted
     versions/0000000007/pending.parquet    detections waiting for their file
-    versions/0000000007/manifest.json      counters, settings, the version's chain with a checksum of each object
+    versions/0000000007/manifest.json      counters, settings, a checksum of each of the version's
+                                           objects, and its chain: the version numbers to load
     CURRENT                                a copy of the newest manifest: the commit point
 
 A version is a **snapshot** (the whole state) or a **delta** on the committed version before it:
 the rows that version appended to customers, merchants, pairs and emitted (tables that only grow
 at their end), the pairs whose values changed (``pair_updates``: each one's row and the columns
 that changed), and the pending rows whole (fewer than a file's worth). Loading a version is its chain: the last snapshot, then
-each delta after it in order. A commit writes a snapshot every ``snapshot_every`` versions of a
+each delta after it in order. A manifest names only its own objects, with the numbers of the
+versions its chain goes through and the chain's total bytes, so that it stays the same small
+size however long the chain grows; a load reads the chain's manifests, then all its objects. A commit writes a snapshot every ``snapshot_every`` versions of a
 chain, when the chain's deltas pass ``snapshot_bytes``, and whenever it has no committed state to
 diff against; otherwise a delta, so that a commit costs what the run changed, not the history.
 
@@ -102,7 +105,8 @@ class CommitInfo:
     table_bytes: int
     """The version's Parquet objects."""
     manifest_bytes: int
-    """Its manifest (written twice: in the version's folder and as ``CURRENT``)."""
+    """Its manifest (written twice: in the version's folder and as ``CURRENT``); its size does not
+    grow with the chain."""
     chain: tuple[int, ...]
     chain_bytes: int = 0
     """The Parquet objects of the whole chain: what loading this version reads."""
@@ -230,23 +234,36 @@ class StateStore:
         if version is None:
             return None
         try:
-            entry = _chain(manifest)[-1]["objects"]["pending"]
+            entry = _own_link(manifest).objects["pending"]
             return _table(entry, self.store.get(entry["key"]))
         except (KeyError, IndexError, TypeError, _ChecksumMismatch):
             return None
 
     def _read(self, manifest: dict) -> EngineState:
         """The state of ``manifest``'s version: its chain's snapshot with each delta applied."""
-        chain = _chain(manifest)
-        if not chain or chain[0]["kind"] != "snapshot" or any(link["kind"] != "delta" for link in chain[1:]):
+        chain = self._links(manifest)
+        if chain[0].kind != "snapshot" or any(link.kind != "delta" for link in chain[1:]):
             raise ValueError(f"version {manifest.get('version')}: a chain is a snapshot and then deltas")
-        entries = [(i, name, entry) for i, link in enumerate(chain) for name, entry in link["objects"].items()]
+        entries = [(i, name, entry) for i, link in enumerate(chain) for name, entry in link.objects.items()]
         datas = _in_parallel(self.store.get, [entry["key"] for _, _, entry in entries])
         objects: list[dict[str, pa.Table]] = [{} for _ in chain]
         for (i, name, entry), data in zip(entries, datas, strict=True):
             objects[i][name] = _table(entry, data)
         tables = _replay_chain(objects)
         return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS})
+
+    def _links(self, manifest: dict) -> list[_Link]:
+        """The links of ``manifest``'s chain, the snapshot first: the manifests of the versions
+        before it are read together (one round trip to S3)."""
+        versions = chain_versions(manifest)
+        inline = {link.version: link for link in _inline_links(manifest)}  # a manifest of the earlier format
+        earlier = [v for v in versions[:-1] if v not in inline]
+        read = _in_parallel(lambda v: _own_link(json.loads(self.store.get(self._version_key(v, "manifest.json")))), earlier)
+        found = {**inline, **dict(zip(earlier, read, strict=True)), versions[-1]: _own_link(manifest)}
+        links = [found[v] for v in versions]
+        if [link.version for link in links] != versions:
+            raise ValueError(f"version {manifest.get('version')}: its chain {versions} names manifests of other versions")
+        return links
 
     def commit(self, state: EngineState, config: DetectionConfig) -> int:
         """Write ``state`` as a new version and make it current; returns its number.
@@ -264,19 +281,27 @@ class StateStore:
         version = max([*present, seen_version or 0, 0]) + 1
         base = self._base  # what this store loaded or last committed; a race is caught at CURRENT below
         fallbacks = _fallbacks(base)
-        payloads, kind, chain = self._payloads(state, base, fallbacks)
+        payloads, kind, chain, (snapshot_bytes, chain_bytes) = self._payloads(state, base, fallbacks)
         objects = {
             name: {"key": self._version_key(version, f"{name}.parquet"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             for name, data in payloads.items()
         }
         _in_parallel(lambda name: self.store.put(objects[name]["key"], payloads[name]), list(payloads))
-        chain = [*chain, {"version": version, "kind": kind, "objects": objects}]
-        kept = _kept(fallbacks, self.keep, chain[0]["version"])
+        chain = [*chain, version]
+        own_bytes = sum(map(len, payloads.values()))
+        chain_bytes += own_bytes
+        if kind == "snapshot":
+            snapshot_bytes = own_bytes
+        kept = _kept(fallbacks, self.keep, chain[0])
         manifest = {
             "version": version,
             "committed_at": iso_ist(now_ist()),
             "config": config.to_json(),
+            "kind": kind,
+            "objects": objects,
             "chain": chain,
+            "snapshot_bytes": snapshot_bytes,
+            "chain_bytes": chain_bytes,
             "kept": kept,
             **{k: getattr(state, k) for k in _COUNTERS},
         }
@@ -291,15 +316,8 @@ class StateStore:
                 "from the other's state"
             ) from None
         self._base = _Base(version, manifest, state, kept)
-        self.last_commit = CommitInfo(
-            version,
-            kind,
-            sum(map(len, payloads.values())),
-            len(text),
-            tuple(link["version"] for link in chain),
-            sum(entry["bytes"] for link in chain for entry in link["objects"].values()),
-        )
-        needed = {link["version"] for link in chain} | {v for versions in kept.values() for v in versions}
+        self.last_commit = CommitInfo(version, kind, own_bytes, len(text), tuple(chain), chain_bytes)
+        needed = set(chain) | {v for versions in kept.values() for v in versions}
         unneeded = [v for v in present if v < version and v not in needed]
         if unneeded:
             self.store.delete([key for v in sorted(unneeded) for key in present[v]])
@@ -307,30 +325,70 @@ class StateStore:
 
     def _payloads(
         self, state: EngineState, base: _Base | None, fallbacks: dict[str, list[int]]
-    ) -> tuple[dict[str, bytes], str, list[dict]]:
-        """The objects of the next version, its kind, and the chain it continues (empty: a snapshot).
+    ) -> tuple[dict[str, bytes], str, list[int], tuple[int, int]]:
+        """The objects of the next version, its kind, the chain it continues (empty: a snapshot)
+        and that chain's (snapshot bytes, total bytes).
 
         A delta only continues a chain that a load can fall back from: some committed version
         kept with a snapshot of its own, so that one damaged object never loses every version."""
         if base is not None and base.state is not None:
-            chain = _chain(base.manifest)
-            independent = any(versions[0] != chain[0]["version"] for versions in fallbacks.values())
+            chain = chain_versions(base.manifest)
+            independent = any(versions[0] != chain[0] for versions in fallbacks.values())
             delta = _delta(base.state, state) if independent and len(chain) < self.snapshot_every else None
             if delta is not None:
                 payloads = {name: parquet_bytes(table) for name, table in delta.items()}
-                chained = sum(e["bytes"] for link in chain[1:] for e in link["objects"].values()) + sum(map(len, payloads.values()))
-                snapshot = sum(e["bytes"] for e in chain[0]["objects"].values())
+                snapshot, total = _chain_sizes(base.manifest)
+                chained = total - snapshot + sum(map(len, payloads.values()))
                 if chained <= min(self.snapshot_bytes, self.deltas_per_snapshot * snapshot):
-                    return payloads, "delta", chain
-        return {name: parquet_bytes(getattr(state, name)) for name in _TABLES}, "snapshot", []
+                    return payloads, "delta", chain, (snapshot, total)
+        return {name: parquet_bytes(getattr(state, name)) for name in _TABLES}, "snapshot", [], (0, 0)
 
 
-def _chain(manifest: dict) -> list[dict]:
-    """A manifest's chain, the snapshot first; a manifest written before changelog commits is a
-    snapshot of its own."""
-    if "chain" in manifest:
-        return manifest["chain"]
-    return [{"version": manifest["version"], "kind": "snapshot", "objects": manifest["objects"]}]
+@dataclass(frozen=True)
+class _Link:
+    """One version of a chain: its kind and its objects (name -> key, SHA-256, bytes)."""
+
+    version: int
+    kind: str
+    objects: dict[str, dict]
+
+
+def chain_versions(manifest: dict) -> list[int]:
+    """The versions a manifest's state loads from, its snapshot first and itself last."""
+    chain = manifest.get("chain")
+    if chain is None:  # written before changelog commits: a snapshot of its own
+        return [manifest["version"]]
+    return [link["version"] if isinstance(link, dict) else link for link in chain]
+
+
+def chain_bytes(manifest: dict) -> int:
+    """The Parquet bytes of a manifest's whole chain: what loading its version reads."""
+    return _chain_sizes(manifest)[1]
+
+
+def _chain_sizes(manifest: dict) -> tuple[int, int]:
+    """(the chain's snapshot's bytes, the whole chain's bytes) of a manifest."""
+    if "chain_bytes" in manifest:
+        return manifest["snapshot_bytes"], manifest["chain_bytes"]
+    links = _inline_links(manifest) or [_own_link(manifest)]
+    sizes = [sum(entry["bytes"] for entry in link.objects.values()) for link in links]
+    return sizes[0], sum(sizes)
+
+
+def _own_link(manifest: dict) -> _Link:
+    """A manifest's own version: its kind and objects."""
+    if "kind" in manifest:
+        return _Link(manifest["version"], manifest["kind"], manifest["objects"])
+    inline = _inline_links(manifest)
+    return inline[-1] if inline else _Link(manifest["version"], "snapshot", manifest["objects"])
+
+
+def _inline_links(manifest: dict) -> list[_Link]:
+    """The chain a manifest of the earlier format wrote out whole, objects and all (empty for
+    the current format, whose chain is version numbers)."""
+    return [
+        _Link(link["version"], link["kind"], link["objects"]) for link in manifest.get("chain", []) if isinstance(link, dict)
+    ]
 
 
 def _fallbacks(base: _Base | None) -> dict[str, list[int]]:
@@ -338,7 +396,7 @@ def _fallbacks(base: _Base | None) -> dict[str, list[int]]:
     their chains: ``base`` and what it kept."""
     if base is None:
         return {}
-    return {str(base.version): [link["version"] for link in _chain(base.manifest)], **base.kept}
+    return {str(base.version): chain_versions(base.manifest), **base.kept}
 
 
 def _kept(fallbacks: dict[str, list[int]], keep: int, snapshot: int) -> dict[str, list[int]]:

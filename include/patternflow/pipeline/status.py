@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
+from patternflow.engine.state import chain_bytes
 from patternflow.engine.store import ObjectStore
 from patternflow.pipeline.layout import (
     PATTERNS,
@@ -165,14 +166,13 @@ def read_partitions(store: ObjectStore, settings: PipelineSettings) -> list[Part
 def _partition_progress(store: ObjectStore, settings: PipelineSettings, partition: int) -> PartitionProgress:
     try:
         current = json.loads(store.get(f"{partition_state_prefix(settings, partition)}CURRENT"))
-        chain = current["chain"]
         return PartitionProgress(
             partition,
             started=True,
             chunks_folded=current["chunks_folded"],
             committed_at=current.get("committed_at"),
             state_version=current.get("version"),
-            state_bytes=sum(entry["bytes"] for link in chain for entry in link["objects"].values()),
+            state_bytes=chain_bytes(current),
         )
     except (KeyError, ValueError, TypeError):  # no commit yet (or an unreadable one): not started
         return PartitionProgress(partition)

@@ -13,8 +13,9 @@ the Assets view shows the stream's lineage.
 
 Runs back to back (@continuous, one at a time). The sensor waits in the triggerer for the next
 chunk the state expects, or for the end-of-stream marker; the detection task then takes every
-consecutive chunk already there (up to max_rows_per_run rows), so the detector keeps up with
-the producer despite Airflow's per-run overhead. Detection files go to
+consecutive chunk already there (up to max_rows_per_run rows) and commits; while chunks keep
+landing it goes on with the next run at once, for up to keep_running_seconds, so the detector
+keeps up with the producer despite Airflow's cost of a task. Detection files go to
 s3://<bucket>/output_detections/detection_<i>.csv, 50 rows each, the state to s3://<bucket>/state/.
 """
 
@@ -39,7 +40,7 @@ def detect_patterns() -> dict:
     from patternflow.pipeline.orchestration import describe_asset_event, detection_run, s3_store
 
     with detection_run(DEPLOYMENT) as (context, settings, thresholds):
-        report = detect(s3_store(settings), settings, thresholds)
+        report = detect(s3_store(settings), settings, thresholds, keep_running_seconds=settings.keep_running_seconds)
     describe_asset_event(context, DETECTIONS, report.lineage())
     return report.to_json()
 
@@ -74,7 +75,7 @@ def write_detection_files() -> dict:
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=TAGS,
-    params=setting_params("bucket", *PREFIXES, "max_rows_per_run", "max_chunks_per_run"),
+    params=setting_params("bucket", *PREFIXES, "max_rows_per_run", "max_chunks_per_run", "keep_running_seconds"),
     doc_md=__doc__,
 )
 def pattern_detection():

@@ -5,8 +5,9 @@ from the next expected one (as Spark's ``maxBytesPerTrigger`` bounds a micro-bat
 by a count: at most ``max_rows_per_run`` rows, never less than one chunk, and at most
 ``max_chunks_per_run`` chunks where that is set), folds them one by one, writes each detection
 file as soon as its 50 rows exist, and commits the state once at the end, as a delta of what the
-run changed (``patternflow.engine.state``). When every chunk of the stream is folded and the
-end-of-stream marker is there, it writes the last partial file and marks the stream finished.
+run changed (``patternflow.engine.state``). A detection task may then go on with the next run at
+once, on the engine it holds, while chunks keep landing (``keep_running_seconds``). When every chunk of the stream is folded and the end-of-stream marker is there, it
+writes the last partial file and marks the stream finished.
 
 Files are written before the state that accounts for them is committed: a run that dies in
 between is redone from the previous state, and rewrites the same rows under the same file
@@ -31,7 +32,7 @@ import pyarrow as pa
 
 from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS, WeightRanks
+from patternflow.engine.detection_engine import FOLDED_COLUMNS, WEIGHT_COLUMNS, DetectionEngine, WeightRanks
 from patternflow.engine.parquet import parquet_table
 from patternflow.engine.state import StateStore
 from patternflow.engine.store import ObjectStore, WriteConflict, range_reader
@@ -54,7 +55,7 @@ from patternflow.pipeline.layout import (
     quarantined_chunk_key,
     weight_ranks_key,
 )
-from patternflow.pipeline.producer import load_manifest
+from patternflow.pipeline.producer import StreamManifest, load_manifest
 from patternflow.pipeline.settings import PipelineSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -119,43 +120,94 @@ def detect(
     config: DetectionConfig | None = None,
     clock: Clock = now_ist,
     wall: Callable[[], float] = time.time,
+    keep_running_seconds: float = 0.0,
 ) -> DetectionReport:
-    """One detection run over the chunks waiting on ``store``."""
-    report = DetectionReport()
-    manifest = load_manifest(store, settings)
-    if manifest is None:
-        log.info("no stream under %s yet", settings.chunks_prefix)
-        return report
-    if settings.partitions != 1:
-        raise SettingsError(
-            f"partitions is {settings.partitions}: detection runs as one task per partition (detect_partition, then "
-            "write_detection_files); the detection DAG takes that shape when PATTERNFLOW_PARTITIONS is set where it is parsed"
-        )
-    check_partitioning(store, settings)
-    config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
-    state = StateStore(
-        store, settings.state_prefix, snapshot_every=settings.state_snapshot_every, snapshot_bytes=settings.state_snapshot_bytes
-    )
-    engine = open_engine(state, lambda: stream_weights(store, settings), config, clock)
+    """Detection runs over the chunks waiting on ``store``: one, or, for up to
+    ``keep_running_seconds``, one after another while chunks keep landing; the report covers them all.
+
+    Each run takes every consecutive chunk waiting, up to the run bounds, and commits. The next
+    run starts at once on the engine already held (no state read, no task start in between), so
+    a detector that keeps pace with the producer pays the orchestrator's cost of a task once for
+    many runs. It stops after a run that found nothing waiting, at the stream's end, or once the
+    time is up; every run is committed on its own, so a kill loses at most the one under way."""
+    stream = _OpenStream.open(store, settings, config, clock, wall)
+    if stream is None:
+        return DetectionReport()
     try:
-        folded_digests = FoldedDigests.load(store, settings)
-        uploaded = _folded_chunks(settings, store.digests(settings.chunks_prefix), engine.chunks_folded)
-        report.conflicts = find_conflicts(store, settings, folded_digests, uploaded)
-        finish_moves(store, settings, folded_digests, uploaded)
-        if engine.finished:
-            report.end_of_stream = True
-            return report
+        deadline = wall() + keep_running_seconds
+        report = stream.start()
+        while not report.end_of_stream:
+            taken = stream.run(report)
+            if not taken or wall() >= deadline:
+                break
+        stream.summarise(report)
+    finally:
+        stream.engine.close()
+    log.info("%s", report.describe())
+    return report
+
+
+@dataclass
+class _OpenStream:
+    """The stream as detection runs hold it: its manifest, state store, engine and folded digests."""
+
+    store: ObjectStore
+    settings: PipelineSettings
+    manifest: StreamManifest
+    state: StateStore
+    engine: DetectionEngine
+    clock: Clock
+    wall: Callable[[], float]
+    digests: FoldedDigests = field(default_factory=lambda: FoldedDigests())
+    metrics: list[ChunkMetrics] = field(default_factory=list)
+    final_files: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls, store: ObjectStore, settings: PipelineSettings, config: DetectionConfig | None, clock: Clock, wall: Callable[[], float]
+    ) -> _OpenStream | None:
+        """The stream at its last committed state; None when the producer has not started it."""
+        manifest = load_manifest(store, settings)
+        if manifest is None:
+            log.info("no stream under %s yet", settings.chunks_prefix)
+            return None
+        if settings.partitions != 1:
+            raise SettingsError(
+                f"partitions is {settings.partitions}: detection runs as one task per partition (detect_partition, then "
+                "write_detection_files); the detection DAG takes that shape when PATTERNFLOW_PARTITIONS is set where it is parsed"
+            )
+        check_partitioning(store, settings)
+        config = DetectionConfig(**{**(config or DetectionConfig()).to_json(), "chunk_size": manifest.chunk_size})
+        state = StateStore(
+            store, settings.state_prefix, snapshot_every=settings.state_snapshot_every, snapshot_bytes=settings.state_snapshot_bytes
+        )
+        engine = open_engine(state, lambda: stream_weights(store, settings), config, clock)
+        return cls(store, settings, manifest, state, engine, clock, wall)
+
+    def start(self) -> DetectionReport:
+        """The report of the runs to come, with the conflicts found among the chunks folded
+        before them; the quarantine moves a dead run left half done are finished."""
+        report = DetectionReport()
+        self.digests = FoldedDigests.load(self.store, self.settings)
+        uploaded = _folded_chunks(self.settings, self.store.digests(self.settings.chunks_prefix), self.engine.chunks_folded)
+        report.conflicts = find_conflicts(self.store, self.settings, self.digests, uploaded)
+        finish_moves(self.store, self.settings, self.digests, uploaded)
+        report.end_of_stream = self.engine.finished
+        return report
+
+    def run(self, report: DetectionReport) -> int:
+        """One run: fold every consecutive chunk waiting, up to the run bounds, write the full
+        files and commit; the number of chunks taken."""
+        store, settings, manifest, engine = self.store, self.settings, self.manifest, self.engine
         metrics: list[ChunkMetrics] = []
         moved: list[str] = []
         rows_taken = 0
-        while engine.chunks_folded < manifest.chunks and _may_take(
-            settings, metrics, rows_taken, manifest.chunk_rows(engine.chunks_folded)
-        ):
+        while engine.chunks_folded < manifest.chunks and _may_take(settings, metrics, rows_taken, manifest.chunk_rows(engine.chunks_folded)):
             index = engine.chunks_folded
             rows_taken += manifest.chunk_rows(index)
             key = chunk_key(settings, index)
-            began = clock()
-            started = wall()
+            began = self.clock()
+            started = self.wall()
             try:
                 stored = store.fetch(key)
             except KeyError:
@@ -163,13 +215,13 @@ def detect(
             accepted = accept_chunk(store, settings, index, stored.data, manifest.chunk_rows(index))
             if accepted.quarantined:
                 moved.append(key)
-                folded_digests.quarantined.append(index)
-            folded_digests.md5[str(index)] = hashlib.md5(stored.data).hexdigest()
-            folded_digests.etag[str(index)] = stored.tag.strip('"')
+                self.digests.quarantined.append(index)
+            self.digests.md5[str(index)] = hashlib.md5(stored.data).hexdigest()
+            self.digests.etag[str(index)] = stored.tag.strip('"')
             result = engine.fold(index, accepted.table, began=began)
             files = write_files(store, settings.output_prefix, result.files)
             metrics.append(
-                ChunkMetrics(index, result.rows, stored.written_at, started, wall(), result.new_detections, files, accepted.rows_set_aside)
+                ChunkMetrics(index, result.rows, stored.written_at, started, self.wall(), result.new_detections, files, accepted.rows_set_aside)
             )
         final_files: list[str] = []
         if engine.chunks_folded == manifest.chunks and store.exists(end_of_stream_key(settings)):
@@ -179,21 +231,22 @@ def detect(
             metrics[-1].files += final_files  # the last chunk's record lists the last file too
         elif final_files:
             _add_to_last_record(store, settings, final_files)  # the end-of-stream marker came after that chunk's run
+            self.final_files += final_files
         if metrics or report.end_of_stream:
             if metrics:  # before the commit: the chunks it makes folded always have their digests
-                store.put(digests_key(settings), folded_digests.to_bytes())
-            report.state_version = commit(state, engine)
-            committed = wall()
+                store.put(digests_key(settings), self.digests.to_bytes())
+            report.state_version = commit(self.state, engine)
+            committed = self.wall()
             for chunk in metrics:
                 chunk.committed_at = committed
             if metrics:
                 _put_metrics(store, settings, metrics)
             _remove_originals(store, moved)
-        _summarise(report, metrics, [] if metrics else final_files)
-    finally:
-        engine.close()
-    log.info("%s", report.describe())
-    return report
+        self.metrics += metrics
+        return len(metrics)
+
+    def summarise(self, report: DetectionReport) -> None:
+        _summarise(report, self.metrics, self.final_files)
 
 
 def check_partitioning(store: ObjectStore, settings: PipelineSettings) -> None:

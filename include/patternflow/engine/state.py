@@ -60,6 +60,9 @@ _GROWING = ("customers", "merchants", "emitted")
 """Tables that only ever grow at their end: a delta holds the rows appended."""
 _ROW = "pair"
 """The column of a delta's ``pair_updates`` that names the row each update replaces."""
+_DELTA_ENCODED = {"pair_updates": (_ROW, "cents"), "pairs": ("customer", "cents", "weight_rank")}
+"""Columns whose values are written as bit-packed differences (``parquet_bytes``): the row numbers
+of updated pairs (sorted) and the wide-ranging ones."""
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
 SNAPSHOT_EVERY = 50
 """Default: the longest chain, a snapshot and up to 49 deltas."""
@@ -336,12 +339,12 @@ class StateStore:
             independent = any(versions[0] != chain[0] for versions in fallbacks.values())
             delta = _delta(base.state, state) if independent and len(chain) < self.snapshot_every else None
             if delta is not None:
-                payloads = {name: parquet_bytes(table) for name, table in delta.items()}
+                payloads = {name: parquet_bytes(table, _DELTA_ENCODED.get(name, ())) for name, table in delta.items()}
                 snapshot, total = _chain_sizes(base.manifest)
                 chained = total - snapshot + sum(map(len, payloads.values()))
                 if chained <= min(self.snapshot_bytes, self.deltas_per_snapshot * snapshot):
                     return payloads, "delta", chain, (snapshot, total)
-        return {name: parquet_bytes(getattr(state, name)) for name in _TABLES}, "snapshot", [], (0, 0)
+        return {name: parquet_bytes(getattr(state, name), _DELTA_ENCODED.get(name, ())) for name in _TABLES}, "snapshot", [], (0, 0)
 
 
 @dataclass(frozen=True)

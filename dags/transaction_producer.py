@@ -52,7 +52,7 @@ def transaction_producer():
             settings = settings_for(context["params"])
             client = s3_client(settings)
             fast = is_fast(context["params"]["pacing"], context["dag_run"].run_type)
-            report = produce(S3Store(client, settings.bucket), settings, source_opener(lambda: client), time.time(), fast)
+            report = produce(S3Store(client, settings.bucket), settings, source_opener(lambda: client), time.time, fast)
         describe_asset_event(context, CHUNKS, {"chunks": report.uploaded, "rows": report.rows_uploaded})
         return report.to_json()
 

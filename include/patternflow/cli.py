@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--snapshot-every",
         type=_positive,
         help="with --state: every this many commits one writes the whole state, the others only what changed "
-        "(default: PATTERNFLOW_STATE_SNAPSHOT_EVERY or 50)",
+        "(default: PATTERNFLOW_STATE_SNAPSHOT_EVERY or 200)",
     )
     rep.add_argument(
         "--snapshot-bytes",

@@ -49,6 +49,25 @@ def test_chunks_are_the_files_rows_in_order_with_the_header(stream, small_banksi
     assert store.get(chunk_key(settings, 11)).decode().startswith(HEADER)
 
 
+def test_a_stream_ticks_from_when_its_start_is_done_not_from_when_the_task_began(stream, small_banksim):
+    """A clock read when needed: a start that takes 5 ticks (a large CustomerImportance) is not
+    followed by a burst of the 5 chunks that fell due meanwhile."""
+    store, settings, opener = stream
+    now = [T0]
+
+    def slow_opener(location: str):
+        if location == settings.importance:
+            now[0] += 5.0  # reading and summing the reference data takes 5 s
+        return opener(location)
+
+    report = produce(store, settings, slow_opener, lambda: now[0], fast=False)
+    assert report.stream_started and report.uploaded == [0]
+    manifest = load_manifest(store, settings)
+    assert manifest.started_epoch == T0 + 5.0
+    now[0] += 1.0
+    assert produce(store, settings, opener, lambda: now[0], fast=False).uploaded == [1]
+
+
 def test_each_tick_uploads_what_is_due_and_missed_ticks_are_caught_up(stream):
     store, settings, opener = stream
     produce(store, settings, opener, T0, fast=False)

@@ -102,3 +102,12 @@ def test_a_bad_number_of_partitions_is_refused_naming_the_setting(monkeypatch, w
         PipelineSettings.resolve(None, variables)
     monkeypatch.setenv("PATTERNFLOW_PARTITIONS", "4")
     assert PipelineSettings.resolve(None, {}).partitions == 4
+
+
+def test_the_state_defaults_are_the_state_stores():
+    """The settings module stays free of the engine's imports (DAG files parse it), so its
+    defaults repeat the state store's: they must agree."""
+    from patternflow.engine.state import SNAPSHOT_BYTES, SNAPSHOT_EVERY
+
+    settings = PipelineSettings()
+    assert (settings.state_snapshot_every, settings.state_snapshot_bytes) == (SNAPSHOT_EVERY, SNAPSHOT_BYTES)

@@ -14,12 +14,14 @@ Layout under the store's prefix::
 A version is a **snapshot** (the whole state) or a **delta** on the committed version before it:
 the rows that version appended to customers, merchants, pairs and emitted (tables that only grow
 at their end), the pairs whose values changed (``pair_updates``: each one's row and the columns
-that changed), and the pending rows whole (fewer than a file's worth). Loading a version is its chain: the last snapshot, then
-each delta after it in order. A manifest names only its own objects, with the numbers of the
-versions its chain goes through and the chain's total bytes, so that it stays the same small
-size however long the chain grows; a load reads the chain's manifests, then all its objects. A commit writes a snapshot every ``snapshot_every`` versions of a
-chain, when the chain's deltas pass ``snapshot_bytes``, and whenever it has no committed state to
-diff against; otherwise a delta, so that a commit costs what the run changed, not the history.
+that changed), and the pending rows whole (fewer than a file's worth); a table with nothing
+appended or changed has no object. Loading a version is its chain: the last snapshot, then each
+delta after it in order. A manifest names only its own objects, with the numbers of the versions
+its chain goes through and the chain's total bytes, so that it stays the same small size however
+long the chain grows; a load reads the chain's manifests, then all its objects. A commit writes
+a snapshot every ``snapshot_every`` versions of a chain, when the chain's deltas pass
+``snapshot_bytes`` or twice the snapshot's bytes, and whenever it has no committed state to diff
+against; otherwise a delta, so that a commit costs what the run changed, not the history.
 
 A commit writes its objects and manifest beside the old versions and only then replaces
 ``CURRENT``, one small write: a crash at any point leaves the last committed version current.
@@ -64,8 +66,10 @@ _DELTA_ENCODED = {"pair_updates": (_ROW, "cents"), "pairs": ("customer", "cents"
 """Columns whose values are written as bit-packed differences (``parquet_bytes``): the row numbers
 of updated pairs (sorted) and the wide-ranging ones."""
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
-SNAPSHOT_EVERY = 50
-"""Default: the longest chain, a snapshot and up to 49 deltas."""
+SNAPSHOT_EVERY = 200
+"""Default: the longest chain, a snapshot and up to 199 deltas. In practice the bytes bound
+(``DELTAS_PER_SNAPSHOT``) ends a chain first: a delta is about a fiftieth of the state at BankSim's
+size and a hundredth at ten times it, when a chunk is committed on its own."""
 DELTAS_PER_SNAPSHOT = 2
 """A chain's deltas may add up to twice its snapshot's bytes: a load then reads at most three
 times the state, and snapshots cost a commit at most half of what its delta does, at any size."""
@@ -339,7 +343,11 @@ class StateStore:
             independent = any(versions[0] != chain[0] for versions in fallbacks.values())
             delta = _delta(base.state, state) if independent and len(chain) < self.snapshot_every else None
             if delta is not None:
-                payloads = {name: parquet_bytes(table, _DELTA_ENCODED.get(name, ())) for name, table in delta.items()}
+                payloads = {
+                    name: parquet_bytes(table, _DELTA_ENCODED.get(name, ()))
+                    for name, table in delta.items()
+                    if table.num_rows or name == "pending"  # nothing appended, nothing updated: no object
+                }
                 snapshot, total = _chain_sizes(base.manifest)
                 chained = total - snapshot + sum(map(len, payloads.values()))
                 if chained <= min(self.snapshot_bytes, self.deltas_per_snapshot * snapshot):

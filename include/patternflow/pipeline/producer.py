@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from patternflow.engine.clock import iso_ist_epoch
@@ -95,19 +96,27 @@ def load_manifest(store: ObjectStore, settings: PipelineSettings) -> StreamManif
         return None
 
 
-def produce(store: ObjectStore, settings: PipelineSettings, open_source: SourceOpener, now: float, fast: bool) -> ProduceReport:
-    """Upload every chunk that is due at ``now`` (epoch seconds), or all of them in fast mode."""
+def produce(
+    store: ObjectStore, settings: PipelineSettings, open_source: SourceOpener, now: float | Callable[[], float], fast: bool
+) -> ProduceReport:
+    """Upload every chunk that is due at ``now`` (epoch seconds), or all of them in fast mode.
+
+    ``now`` may be a clock (``time.time``), read when it is needed: a stream then starts its
+    ticks once its reference data and chunk offsets are ready, not when the task began, so that
+    a start that takes seconds (CustomerImportance at ten times BankSim) is not followed by a
+    burst of every chunk that fell due meanwhile."""
+    clock = now if callable(now) else lambda: now
     report = ProduceReport()
     manifest = load_manifest(store, settings)
     if manifest is None:
-        manifest = start_stream(store, settings, open_source, now)
+        manifest = start_stream(store, settings, open_source, clock)
         report.stream_started = True
     else:
         _check_same_stream(manifest, settings)
     report.chunks = manifest.chunks
     present = set(store.list(settings.chunks_prefix)) | set(store.list(settings.quarantine_prefix))
     first_missing = next((i for i in range(manifest.chunks) if not _uploaded(settings, i, present)), manifest.chunks)
-    due = manifest.chunks if fast else min(manifest.chunks, math.floor((now - manifest.started_epoch) / manifest.tick_seconds) + 1)
+    due = manifest.chunks if fast else min(manifest.chunks, math.floor((clock() - manifest.started_epoch) / manifest.tick_seconds) + 1)
     if first_missing < due:
         source = open_source(manifest.transactions)
         if source.size() != manifest.source_size:
@@ -124,7 +133,7 @@ def produce(store: ObjectStore, settings: PipelineSettings, open_source: SourceO
     report.chunks_present = max(first_missing, due)
     if report.chunks_present == manifest.chunks:
         if end_of_stream_key(settings) not in present:
-            marker = {"chunks": manifest.chunks, "rows": manifest.rows, "finished_at": iso_ist_epoch(now)}
+            marker = {"chunks": manifest.chunks, "rows": manifest.rows, "finished_at": iso_ist_epoch(clock())}
             store.put(end_of_stream_key(settings), json.dumps(marker).encode())
         report.end_of_stream = True
     if report.uploaded:
@@ -152,8 +161,9 @@ def _uploaded(settings: PipelineSettings, index: int, present: set[str]) -> bool
     return chunk_key(settings, index) in present or quarantined_chunk_key(settings, index) in present
 
 
-def start_stream(store: ObjectStore, settings: PipelineSettings, open_source: SourceOpener, now: float) -> StreamManifest:
-    """Check and upload the reference data, then commit the stream by writing its manifest.
+def start_stream(store: ObjectStore, settings: PipelineSettings, open_source: SourceOpener, clock: Callable[[], float]) -> StreamManifest:
+    """Check and upload the reference data, then commit the stream by writing its manifest; its
+    first tick is when that is done (``clock``).
 
     Both files are read by byte range, a batch or window at a time, never whole: CustomerImportance
     is checked and summed into its weight ranks batch by batch, then copied piece by piece; the
@@ -170,6 +180,7 @@ def start_stream(store: ObjectStore, settings: PipelineSettings, open_source: So
     size = source.size()
     chunked = ChunkedFile.scan(source.read_range, size, settings.chunk_size)
     parse_transactions(chunked.header, settings.transactions)  # an empty file or a wrong header stops it too
+    now = clock()
     manifest = StreamManifest(
         transactions=settings.transactions,
         importance=settings.importance,

@@ -71,7 +71,7 @@ class PipelineSettings:
     """For how long a detection task goes on with the next run, on the state it holds, while chunks keep landing; 0: one run a task."""
     partitions: int = 1
     """Merchant partitions of the detector's state, each folded by a task of its own; fixed when a stream starts."""
-    state_snapshot_every: int = 50
+    state_snapshot_every: int = 200
     """Every this many state commits one writes the whole state; the others write only what changed (deltas)."""
     state_snapshot_bytes: int = 64 * 1024 * 1024
     """A state commit writes the whole state once the deltas since the last whole one pass this many bytes."""

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 OUTPUT ?= output
 
-.PHONY: install test lint run run-distributed data lock clean bench bench-quiet bench-e2e bench-load bench-scale bench-partitions compose-env docs
+.PHONY: install test lint run run-distributed data lock clean bench bench-quiet bench-e2e bench-load bench-scale bench-partitions bench-runs compose-env docs
 
 install: $(STAMP)
 
@@ -83,6 +83,11 @@ bench-load: $(STAMP)
 # resume, each against its target and 1x. Data generated once into .bench-data/. SCALES=1,10 for fewer.
 bench-scale: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_scale $(if $(SCALES),--scales $(SCALES))
+
+# How max_rows_per_run trades a detection task's throughput against how often it commits, at 10x
+# BankSim (SCALE=N to change; printed, not asserted).
+bench-runs: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench_runs $(if $(SCALE),--scale $(SCALE))
 
 # Merchant partitions N = 1, 2, 4, 8 at 10x BankSim: a partition's state bytes and load time, a
 # partition task's peak RSS, and the lag through Airflow at a chunk a second (N = 4 against N = 1).

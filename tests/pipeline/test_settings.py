@@ -30,7 +30,7 @@ def test_params_beat_variables_beat_environment_beat_defaults():
     assert settings.bucket == "from-param"
     assert settings.chunk_size == 200
     assert settings.tick_seconds == 0.5
-    assert settings.max_rows_per_run == 1_000_000 and settings.max_chunks_per_run == 0
+    assert settings.max_rows_per_run == 250_000 and settings.max_chunks_per_run == 0
 
 
 def test_a_bad_value_names_the_setting_and_where_it_came_from():

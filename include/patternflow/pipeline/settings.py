@@ -63,7 +63,7 @@ class PipelineSettings:
     """Transactions per chunk."""
     tick_seconds: float = 1.0
     """Seconds between two chunks of a paced stream (also the producer DAG's schedule)."""
-    max_rows_per_run: int = 1_000_000
+    max_rows_per_run: int = 250_000
     """Most rows one detection run takes of the chunks waiting (never less than one chunk); the rest wait for the next run."""
     max_chunks_per_run: int = 0
     """Most chunks one detection run takes, 0 for no bound by count (max_rows_per_run still bounds a run)."""

@@ -6,6 +6,7 @@ full-size generated BankSim with a 1-second tick. Prints its figures; asserts no
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -25,12 +26,19 @@ def percentile(values: list[float], q: float) -> float:
 
 def largest_backlog(metrics: list[dict], until: str = "committed_at") -> int:
     """Most chunks uploaded but not yet taken (``started_at``) or committed at any one time."""
+    return backlog_peak(metrics, until)[0]
+
+
+def backlog_peak(metrics: list[dict], until: str = "committed_at", after: float = float("-inf")) -> tuple[int, float]:
+    """The largest backlog (as ``largest_backlog``) from the moment ``after`` on, and when it was."""
     events = sorted([(m["uploaded_at"], 1) for m in metrics] + [(m[until], -1) for m in metrics])
     backlog = largest = 0
-    for _, step in events:
-        backlog += step
-        largest = max(largest, backlog)
-    return largest
+    when = events[0][0] if events else 0.0
+    for moment, steps in itertools.groupby(events, key=lambda event: event[0]):
+        backlog += sum(step for _, step in steps)
+        if moment >= after and backlog > largest:
+            largest, when = backlog, moment
+    return largest, when
 
 
 def report(metrics: list[dict]) -> None:
@@ -42,9 +50,13 @@ def report(metrics: list[dict]) -> None:
         f"  upload -> commit lag: median {statistics.median(lags):.2f} s   p95 {percentile(lags, 0.95):.2f} s   "
         f"min {min(lags):.2f} s   max {max(lags):.2f} s"
     )
+    first_upload, first_commit = min(m["uploaded_at"] for m in metrics), min(m["committed_at"] for m in metrics)
+    largest, when = backlog_peak(metrics)
+    steady, steady_when = backlog_peak(metrics, after=first_commit)
     print(
         f"  largest backlog: {largest_backlog(metrics, 'started_at')} chunks waiting to be taken, "
-        f"{largest_backlog(metrics)} uploaded but not yet committed"
+        f"{largest} uploaded but not yet committed ({when - first_upload:.1f} s after the first upload); "
+        f"after the first commit ({first_commit - first_upload:.1f} s): {steady} ({steady_when - first_upload:.1f} s)"
     )
     print(f"  whole stream: {span:.1f} s from the first upload to the last commit")
     print("  lag distribution (s):")

@@ -54,6 +54,29 @@ def test_an_s3_put_stream_that_fails_leaves_no_object_and_no_parts(s3_client, bu
     assert not s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
+class RefusingAborts:
+    """An S3 client on which aborting a multipart upload fails (a policy without the right, say)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def abort_multipart_upload(self, **kwargs):
+        raise PermissionError("AccessDenied: s3:AbortMultipartUpload")
+
+
+def test_a_failed_put_stream_raises_its_own_error_when_the_abort_fails_too(s3_client, bucket, caplog):
+    store = S3Store(RefusingAborts(s3_client), bucket, part_bytes=5 * MIB)
+    with pytest.raises(RuntimeError, match="went away"):
+        store.put_stream("reference/big.csv", failing_after(b"y" * 12 * MIB, MIB))
+    assert not store.exists("reference/big.csv")
+    assert "aborting the failed multipart upload" in caplog.text and "AccessDenied" in caplog.text
+    for upload in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        s3_client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+
 def test_local_store_reads_ranges_and_writes_pieces(tmp_path):
     store = LocalStore(tmp_path / "store")
     store.put_stream("a/b.csv", [b"012", b"", b"3456789"])

@@ -11,11 +11,14 @@ one part held at a time, so reference data of any size is copied to the bucket i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from patternflow.engine.store import StoredObject, WriteConflict
+
+log = logging.getLogger(__name__)
 
 WRITTEN_AT = "written-at"
 _CONFLICTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
@@ -62,7 +65,17 @@ class S3Store:
             done = [self._upload_part(key, upload, number, part) for number, part in enumerate(_chain(first, second, parts), 1)]
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done})
         except BaseException:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            except Exception as abort_error:  # the upload's own error is the one to raise
+                log.error(
+                    "s3://%s/%s: aborting the failed multipart upload %s failed too (%s); its parts stay until a "
+                    "lifecycle rule or a later abort removes them",
+                    self.bucket,
+                    key,
+                    upload,
+                    abort_error,
+                )
             raise
 
     def _upload_part(self, key: str, upload: str, number: int, data: bytes) -> dict[str, Any]:

@@ -14,8 +14,8 @@ the Assets view shows the stream's lineage.
 Runs back to back (@continuous, one at a time). The sensor waits in the triggerer for the next
 chunk the state expects, or for the end-of-stream marker; the detection task then takes every
 consecutive chunk already there (up to max_rows_per_run rows) and commits; while chunks keep
-landing it goes on with the next run at once, for up to keep_running_seconds, so the detector
-keeps up with the producer despite Airflow's cost of a task. Detection files go to
+landing (none for idle_seconds ends it) it goes on with the next run at once, for up to
+keep_running_seconds, so the detector keeps up with the producer despite Airflow's cost of a task. Detection files go to
 s3://<bucket>/output_detections/detection_<i>.csv, 50 rows each, the state to s3://<bucket>/state/.
 """
 
@@ -75,7 +75,7 @@ def write_detection_files() -> dict:
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=TAGS,
-    params=setting_params("bucket", *PREFIXES, "max_rows_per_run", "max_chunks_per_run", "keep_running_seconds"),
+    params=setting_params("bucket", *PREFIXES, "max_rows_per_run", "max_chunks_per_run", "keep_running_seconds", "idle_seconds"),
     doc_md=__doc__,
 )
 def pattern_detection():

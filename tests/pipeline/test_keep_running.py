@@ -76,11 +76,50 @@ def test_a_task_takes_the_chunks_that_land_during_its_runs_each_run_committed(sm
     assert read_progress(store.inner, settings).finished
 
 
-def test_a_task_stops_after_a_run_that_found_nothing_waiting(small_banksim, s3_client, bucket):
-    store, settings = stream(s3_client, bucket, small_banksim, per_commit=0)
-    report = detect(store, settings, lively_config(CHUNK), keep_running_seconds=600)
+class Waiting:
+    """A wall clock that only sleeping moves, recording each sleep; ``on_sleep`` is called with
+    the number of sleeps so far (a producer pausing, then uploading)."""
+
+    def __init__(self, on_sleep=lambda count: None) -> None:
+        self.now, self.sleeps, self.on_sleep = 1_000.0, [], on_sleep
+
+    def wall(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        self.on_sleep(len(self.sleeps))
+
+
+def test_a_task_ends_once_nothing_landed_for_idle_seconds(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, per_commit=0, idle_seconds=3.0, poke_interval_seconds=0.5)
+    clock = Waiting()
+    report = detect(store, settings, lively_config(CHUNK), wall=clock.wall, keep_running_seconds=600, sleep=clock.sleep)
     assert report.chunks == [0, 1] and not report.end_of_stream
     assert store.commits == 1  # the run after it took nothing and committed nothing
+    assert clock.sleeps == [0.5] * 6  # chunk 2 looked for every poke interval, for idle_seconds
+
+
+def test_a_chunk_landing_while_the_task_waits_is_taken_by_the_same_task(small_banksim, s3_client, bucket, replayed):
+    store, settings = stream(s3_client, bucket, small_banksim, per_commit=0, idle_seconds=3.0, poke_interval_seconds=0.5)
+
+    def producer_pauses_then_uploads(sleeps: int) -> None:
+        if sleeps == 4:  # 2 s into the wait: the producer uploads the rest of the stream
+            produce(store.inner, settings, store.opener, 1_000.0, fast=True)
+
+    clock = Waiting(producer_pauses_then_uploads)
+    report = detect(store, settings, lively_config(CHUNK), wall=clock.wall, keep_running_seconds=600, sleep=clock.sleep)
+    assert report.chunks == list(range(12)) and report.end_of_stream
+    assert s3_files(store.inner, settings) == replayed
+    assert clock.sleeps == [0.5] * 4
+
+
+def test_idle_seconds_of_zero_end_a_task_at_the_first_run_that_finds_nothing(small_banksim, s3_client, bucket):
+    store, settings = stream(s3_client, bucket, small_banksim, per_commit=0, idle_seconds=0)
+    clock = Waiting()
+    report = detect(store, settings, lively_config(CHUNK), wall=clock.wall, keep_running_seconds=600, sleep=clock.sleep)
+    assert report.chunks == [0, 1] and clock.sleeps == []
 
 
 def test_a_task_stops_once_its_time_is_up(small_banksim, s3_client, bucket, replayed):
@@ -107,7 +146,8 @@ def test_the_end_marker_landing_during_a_task_finishes_the_stream(small_banksim,
     assert s3_files(store.inner, settings) == replayed
 
 
+@pytest.mark.parametrize("name", ["keep_running_seconds", "idle_seconds"])
 @pytest.mark.parametrize("value", [-1, float("nan"), 86_401])
-def test_keep_running_seconds_is_checked(small_banksim, bucket, value):
-    with pytest.raises(SettingsError, match="keep_running_seconds"):
-        settings_for(bucket, small_banksim, keep_running_seconds=value)
+def test_the_keep_running_times_are_checked(small_banksim, bucket, name, value):
+    with pytest.raises(SettingsError, match=name):
+        settings_for(bucket, small_banksim, **{name: value})

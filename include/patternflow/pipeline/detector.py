@@ -121,6 +121,7 @@ def detect(
     clock: Clock = now_ist,
     wall: Callable[[], float] = time.time,
     keep_running_seconds: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> DetectionReport:
     """Detection runs over the chunks waiting on ``store``: one, or, for up to
     ``keep_running_seconds``, one after another while chunks keep landing; the report covers them all.
@@ -128,8 +129,11 @@ def detect(
     Each run takes every consecutive chunk waiting, up to the run bounds, and commits. The next
     run starts at once on the engine already held (no state read, no task start in between), so
     a detector that keeps pace with the producer pays the orchestrator's cost of a task once for
-    many runs. It stops after a run that found nothing waiting, at the stream's end, or once the
-    time is up; every run is committed on its own, so a kill loses at most the one under way."""
+    many runs. When a run finds nothing waiting, the next chunk (or the end-of-stream marker) is
+    waited for, looked for every ``poke_interval_seconds``, for up to ``idle_seconds``: a wait
+    that bridges the producer's pauses costs less than the task start that would follow. It
+    stops once nothing landed in that time, at the stream's end, or once the time is up; every
+    run is committed on its own, so a kill loses at most the one under way."""
     stream = _OpenStream.open(store, settings, config, clock, wall)
     if stream is None:
         return DetectionReport()
@@ -138,7 +142,9 @@ def detect(
         report = stream.start()
         while not report.end_of_stream:
             taken = stream.run(report)
-            if not taken or wall() >= deadline:
+            if wall() >= deadline:
+                break
+            if not taken and not stream.next_lands(min(deadline, wall() + settings.idle_seconds), sleep):
                 break
         stream.summarise(report)
     finally:
@@ -244,6 +250,19 @@ class _OpenStream:
             _remove_originals(store, moved)
         self.metrics += metrics
         return len(metrics)
+
+    def next_lands(self, until: float, sleep: Callable[[float], None]) -> bool:
+        """Whether the next chunk the state expects, or the end-of-stream marker once every chunk
+        is folded, is on the store by ``until`` (wall time), looking every poke interval."""
+        folded = self.engine.chunks_folded
+        key = chunk_key(self.settings, folded) if folded < self.manifest.chunks else end_of_stream_key(self.settings)
+        while True:
+            if self.store.exists(key):
+                return True
+            left = until - self.wall()
+            if left <= 0:
+                return False
+            sleep(min(self.settings.poke_interval_seconds, left))
 
     def summarise(self, report: DetectionReport) -> None:
         _summarise(report, self.metrics, self.final_files)

@@ -69,6 +69,8 @@ class PipelineSettings:
     """Most chunks one detection run takes, 0 for no bound by count (max_rows_per_run still bounds a run)."""
     keep_running_seconds: float = 300.0
     """For how long a detection task goes on with the next run, on the state it holds, while chunks keep landing; 0: one run a task."""
+    idle_seconds: float = 5.0
+    """How long a detection task that keeps running waits for the next chunk before it ends (and the sensor waits instead)."""
     partitions: int = 1
     """Merchant partitions of the detector's state, each folded by a task of its own; fixed when a stream starts."""
     state_snapshot_every: int = 200
@@ -103,8 +105,10 @@ class PipelineSettings:
         for name in ("max_chunks_per_run", "state_snapshot_bytes"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if not (math.isfinite(self.keep_running_seconds) and 0 <= self.keep_running_seconds <= 86_400):
-            raise SettingsError(f"keep_running_seconds must be 0 or more and at most 86400 seconds, got {self.keep_running_seconds}")
+        for name in ("keep_running_seconds", "idle_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 86_400):
+                raise SettingsError(f"{name} must be 0 or more and at most 86400 seconds, got {value}")
         for name in ("tick_seconds", "poke_interval_seconds", "gap_timeout_seconds"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 < value <= 86_400):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import EngineState
-from patternflow.engine.state import StateStore
+from patternflow.engine.state import StateConflict, StateStore
 from patternflow.engine.store import LocalStore
 from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.ingest.parsing import read_importance, read_transactions
@@ -151,7 +151,7 @@ def test_a_state_that_does_not_continue_the_last_commit_is_written_whole(small_b
 KILL_BETWEEN_SNAPSHOT_AND_POINTER = textwrap.dedent(
     """
     import json, os, signal, sys
-    from patternflow.engine.state import StateStore
+    from patternflow.engine.state import StateConflict, StateStore
     from patternflow.engine.store import LocalStore
     from patternflow.engine.stream import commit, open_engine
     from patternflow.ingest.parsing import read_importance, read_transactions
@@ -159,7 +159,7 @@ KILL_BETWEEN_SNAPSHOT_AND_POINTER = textwrap.dedent(
 
     class DyingAtTheThirdSnapshotsPointer(LocalStore):
         def replace(self, key, data, expected):
-            manifest = json.loads(data)
+            manifest = json.loads(data) if key.endswith("CURRENT") else {"version": 0}
             if manifest["version"] > 2 and manifest["kind"] == "snapshot":
                 os.kill(os.getpid(), signal.SIGKILL)  # its objects and manifest are written; CURRENT is not
             return super().replace(key, data, expected)
@@ -315,4 +315,42 @@ def test_a_store_that_commits_without_loading_keeps_the_current_version_as_a_fal
     assert blind.versions() == [1, 2]  # version 1 stays: the newest committed versions are kept
     (tmp_path / "CURRENT").write_bytes((tmp_path / "versions" / f"{1:010d}" / "manifest.json").read_bytes())
     assert_same_state(StateStore(LocalStore(tmp_path)).load().state, states[0])
+    engine.close()
+
+
+class ListingThenRaced(LocalStore):
+    """A folder store on which another writer commits right after this one lists the versions."""
+
+    race = None
+
+    def list(self, prefix):
+        keys = super().list(prefix)
+        if prefix.endswith("versions/") and self.race is not None:
+            race, self.race = self.race, None
+            race()
+        return keys
+
+
+def test_two_writers_racing_from_one_state_never_write_into_the_same_version(small_banksim, tmp_path):
+    """Both pick the number after the last version; the second to claim it takes the next one,
+    so the first's objects stay intact, and the second's commit fails at CURRENT as it must."""
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    engine = open_engine(StateStore(LocalStore(tmp_path)), lambda: importance, CONFIG, ChunkClock())
+    engine.fold(0, transactions.slice(0, CONFIG.chunk_size))
+    commit(StateStore(LocalStore(tmp_path)), engine)
+    fast, slow = StateStore(LocalStore(tmp_path)), StateStore(ListingThenRaced(tmp_path))
+    fast_state, slow_state = fast.load().state, slow.load().state
+    engine.fold(1, transactions.slice(CONFIG.chunk_size, CONFIG.chunk_size))
+    won = engine.snapshot()
+    engine.fold(2, transactions.slice(2 * CONFIG.chunk_size, CONFIG.chunk_size))
+    lost = engine.snapshot()
+    assert fast_state.chunks_folded == slow_state.chunks_folded == 1
+    slow.store.race = lambda: fast.commit(won, CONFIG)
+    with pytest.raises(StateConflict):
+        slow.commit(lost, CONFIG)
+    assert fast.last_commit.version == 2 and slow.versions() == [1, 2, 3]
+    loaded = StateStore(LocalStore(tmp_path)).load()
+    assert (loaded.version, loaded.skipped_versions) == (2, ())
+    assert_same_state(loaded.state, won)
     engine.close()

@@ -7,6 +7,7 @@ Layout under the store's prefix::
     versions/0000000007/pairs.parquet      the aggregates, one row per (merchant, customer) id pair
     versions/0000000007/emitted.parquet    every detection key emitted
     versions/0000000007/pending.parquet    detections waiting for their file
+    versions/0000000007/claimed            empty: the number taken, by a create-only write
     versions/0000000007/manifest.json      counters, settings, a checksum of each of the version's
                                            objects, and its chain: the version numbers to load
     CURRENT                                a copy of the newest manifest: the commit point
@@ -285,7 +286,7 @@ class StateStore:
             self._read_current()
         tag, seen_version = self._seen
         present = self._version_keys()
-        version = max([*present, seen_version or 0, 0]) + 1
+        version = self._claim(max([*present, seen_version or 0, 0]) + 1)
         base = self._base  # what this store loaded or last committed; a race is caught at CURRENT below
         fallbacks = _fallbacks(base)
         payloads, kind, chain, (snapshot_bytes, chain_bytes) = self._payloads(state, base, fallbacks)
@@ -329,6 +330,17 @@ class StateStore:
         if unneeded:
             self.store.delete([key for v in sorted(unneeded) for key in present[v]])
         return version
+
+    def _claim(self, version: int) -> int:
+        """The first version number from ``version`` on that no other writer has taken, taken by a
+        create-only write (``claimed``): two writers racing from the same state never write into
+        the same version's folder, where the loser would overwrite the objects of the winner."""
+        while True:
+            try:
+                self.store.replace(self._version_key(version, "claimed"), b"", None)
+                return version
+            except WriteConflict:
+                version += 1
 
     def _payloads(
         self, state: EngineState, base: _Base | None, fallbacks: dict[str, list[int]]

@@ -169,6 +169,7 @@ class LocalStore:
         for key in keys:
             path = self._path(key)
             path.unlink(missing_ok=True)
+            (path.parent / f".{path.name}.lock").unlink(missing_ok=True)  # left by a conditional write
             for parent in path.parents:  # drop folders the deletion left empty
                 if parent == root or not parent.is_relative_to(root) or any(parent.iterdir()):
                     break

@@ -35,7 +35,7 @@ import psutil
 from patternflow.ingest import banksim
 from patternflow.ingest.generate import generate
 from patternflow.replay import replay
-from tests.benchmarks.bench_e2e import PROJECT, backlog_peak, largest_backlog, percentile, report
+from tests.benchmarks.bench_e2e import PROJECT, backlog_peak, largest_backlog, largest_burst, percentile, report
 from tests.helpers import free_port
 
 LAG_P95_TARGET = 10.0
@@ -187,6 +187,7 @@ FIGURES = (
         lambda v: 0 < v <= RSS_TARGET_MIB,
     ),
     Figure("  the same after the first commit", lambda r: r.steady_backlog, "{:.0f}"),
+    Figure("  largest upload burst (within 1 s)", lambda r: largest_burst(r.metrics), "{:.0f}"),
     Figure("detection task RSS floor (smallest peak)", lambda r: r.memory.floor / 2**20, "{:.0f} MiB"),
     Figure("upload -> commit lag median", lambda r: r.lag_median, "{:.2f} s"),
 )

@@ -409,9 +409,7 @@ def _own_link(manifest: dict) -> _Link:
 def _inline_links(manifest: dict) -> list[_Link]:
     """The chain a manifest of the earlier format wrote out whole, objects and all (empty for
     the current format, whose chain is version numbers)."""
-    return [
-        _Link(link["version"], link["kind"], link["objects"]) for link in manifest.get("chain", []) if isinstance(link, dict)
-    ]
+    return [_Link(link["version"], link["kind"], link["objects"]) for link in manifest.get("chain", []) if isinstance(link, dict)]
 
 
 def _fallbacks(base: _Base | None) -> dict[str, list[int]]:

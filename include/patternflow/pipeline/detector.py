@@ -6,8 +6,9 @@ by a count: at most ``max_rows_per_run`` rows, never less than one chunk, and at
 ``max_chunks_per_run`` chunks where that is set), folds them one by one, writes each detection
 file as soon as its 50 rows exist, and commits the state once at the end, as a delta of what the
 run changed (``patternflow.engine.state``). A detection task may then go on with the next run at
-once, on the engine it holds, while chunks keep landing (``keep_running_seconds``). When every chunk of the stream is folded and the end-of-stream marker is there, it
-writes the last partial file and marks the stream finished.
+once, on the engine it holds, while chunks keep landing (``keep_running_seconds``). When every
+chunk of the stream is folded and the end-of-stream marker is there, it writes the last partial
+file and marks the stream finished.
 
 Files are written before the state that accounts for them is committed: a run that dies in
 between is redone from the previous state, and rewrites the same rows under the same file
@@ -208,7 +209,9 @@ class _OpenStream:
         metrics: list[ChunkMetrics] = []
         moved: list[str] = []
         rows_taken = 0
-        while engine.chunks_folded < manifest.chunks and _may_take(settings, metrics, rows_taken, manifest.chunk_rows(engine.chunks_folded)):
+        while engine.chunks_folded < manifest.chunks and _may_take(
+            settings, metrics, rows_taken, manifest.chunk_rows(engine.chunks_folded)
+        ):
             index = engine.chunks_folded
             rows_taken += manifest.chunk_rows(index)
             key = chunk_key(settings, index)
@@ -227,7 +230,9 @@ class _OpenStream:
             result = engine.fold(index, accepted.table, began=began)
             files = write_files(store, settings.output_prefix, result.files)
             metrics.append(
-                ChunkMetrics(index, result.rows, stored.written_at, started, self.wall(), result.new_detections, files, accepted.rows_set_aside)
+                ChunkMetrics(
+                    index, result.rows, stored.written_at, started, self.wall(), result.new_detections, files, accepted.rows_set_aside
+                )
             )
         final_files: list[str] = []
         if engine.chunks_folded == manifest.chunks and store.exists(end_of_stream_key(settings)):

@@ -38,7 +38,8 @@ def test_a_dag_run_killed_mid_task_is_resumed_by_the_next_run(tmp_path, small_ba
     store, settings = S3Store(s3_client, bucket), PipelineSettings(bucket=bucket)
     airflow(env, "db", "migrate")
     airflow(env, "dags", "test", "transaction_producer")  # the whole stream, with its end marker
-    first = env | {"AIRFLOW_VAR_PATTERNFLOW_SETTINGS": json.dumps({"max_chunks_per_run": 4})}
+    # a task of one run of 4 chunks (a task would otherwise go on with the next runs)
+    first = env | {"AIRFLOW_VAR_PATTERNFLOW_SETTINGS": json.dumps({"max_chunks_per_run": 4, "keep_running_seconds": 0})}
     assert "Returned value was: {'chunks': [0, 1, 2, 3]" in airflow(first, "dags", "test", "pattern_detection")
 
     held = proxy.hold(r"^GET /[^/]+/transaction_chunks/chunk_13\.csv")  # detection_0 is written by then

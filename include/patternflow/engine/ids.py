@@ -41,7 +41,9 @@ class IdDictionary:
         table at each chunk, though, so beyond it the chunk is dictionary-encoded and only its
         distinct names are looked up in the dict of known ones, a cost that follows the chunk.
         Measured on a 10,000-row chunk: 4,112 names known, 0.5 ms against 1.8 ms; 411,200 names
-        known, 91 ms against 6.7 ms.
+        known, 91 ms against 6.7 ms. One dict lookup a distinct name, not two (one to find the new
+        names, one for the ids), took the second way from 12.7-13.4 ms to 7.6-8.6 ms a chunk at
+        411,200 names on a busy machine.
         """
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
@@ -55,8 +57,13 @@ class IdDictionary:
             return columns.to_numpy(ids).astype(np.int32, copy=False)
         encoded = pc.dictionary_encode(values)
         distinct = encoded.dictionary.to_pylist()  # in order of first appearance
-        self._add([name for name in distinct if name not in self._ids])
-        ids = np.fromiter((self._ids[name] for name in distinct), dtype=np.int32, count=len(distinct))
+        known = self._ids.get  # one lookup a name: at 411,200 names each costs cache misses
+        ids = np.fromiter((known(name, -1) for name in distinct), dtype=np.int32, count=len(distinct))
+        new = np.flatnonzero(ids < 0)
+        if len(new):
+            first = len(self.names)
+            self._add([distinct[i] for i in new])
+            ids[new] = np.arange(first, first + len(new), dtype=np.int32)
         return ids[columns.to_numpy(encoded.indices)]
 
     def _add(self, new: list[str]) -> None:

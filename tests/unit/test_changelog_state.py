@@ -113,7 +113,7 @@ def test_a_state_written_in_the_earlier_manifest_format_loads_and_continues(smal
     engine.fold(5, transactions.slice(5 * CONFIG.chunk_size, CONFIG.chunk_size))
     assert commit(resumed, engine) == 6
     assert resumed.last_commit.kind == "delta" and resumed.last_commit.chain == (2, 3, 4, 5, 6)
-    assert resumed.last_commit.chain_bytes == sum(m["chain_bytes"] for m in [manifests[5]]) + resumed.last_commit.table_bytes
+    assert resumed.last_commit.chain_bytes == manifests[5]["chain_bytes"] + resumed.last_commit.table_bytes
     assert_same_state(StateStore(LocalStore(tmp_path)).load().state, engine.snapshot())
     engine.close()
 

@@ -79,16 +79,8 @@ def synthesize(seed: int, rows: int) -> pa.Table:
     """The synthetic transactions as a table (amounts in integer cents, fraud as 0/1)."""
     rng = np.random.default_rng(seed)
     scale = rows / banksim.ROWS
-
-    categories, merchant_sizes = _merchant_sizes(rng, rows)
-    merchant_ids = _ids(rng, "M", len(merchant_sizes))
-
-    n_customers = max(1, round(banksim.CUSTOMERS * scale))
-    activity = rng.beta(3.0, 2.2, n_customers).clip(0.02, 0.85)
-    expected_rows = activity / activity.sum() * rows
-    gender = _fill_by_rows(rng, expected_rows, banksim.GENDER_ROWS)
-    age = np.where(gender == "E", "U", _fill_by_rows(rng, expected_rows, {k: v for k, v in banksim.AGE_ROWS.items() if k != "U"}))
-    spending = rng.lognormal(0.0, _SPENDING_SPREAD, n_customers)
+    categories, merchant_sizes, merchant_ids, activity, gender, age, spending = _merchants_and_customers(rng, rows)
+    n_customers = len(activity)
 
     customer_of_row = _customers_per_merchant(rng, merchant_sizes, categories, activity, gender)
     merchant_of_row = np.repeat(np.arange(len(merchant_sizes)), merchant_sizes)
@@ -165,17 +157,26 @@ class _Population:
     """Per merchant: the running sum of its customer weights, to draw a row's customer from."""
 
 
-def _population(rng: np.random.Generator, rows: int) -> _Population:
-    """The merchants and customers of ``synthesize``, with each merchant's customer weights."""
-    scale = rows / banksim.ROWS
+def _merchants_and_customers(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, ...]:
+    """The model's first draws, the same for the whole-table and the block-wise file (in this
+    order, so that one seed makes the same people for both): each merchant's category, rows and
+    id, and each customer's activity, gender, age and spending."""
     categories, merchant_sizes = _merchant_sizes(rng, rows)
     merchant_ids = _ids(rng, "M", len(merchant_sizes))
-    n_customers = max(1, round(banksim.CUSTOMERS * scale))
+    n_customers = max(1, round(banksim.CUSTOMERS * rows / banksim.ROWS))
     activity = rng.beta(3.0, 2.2, n_customers).clip(0.02, 0.85)
     expected_rows = activity / activity.sum() * rows
     gender = _fill_by_rows(rng, expected_rows, banksim.GENDER_ROWS)
     age = np.where(gender == "E", "U", _fill_by_rows(rng, expected_rows, {k: v for k, v in banksim.AGE_ROWS.items() if k != "U"}))
     spending = rng.lognormal(0.0, _SPENDING_SPREAD, n_customers)
+    return categories, merchant_sizes, merchant_ids, activity, gender, age, spending
+
+
+def _population(rng: np.random.Generator, rows: int) -> _Population:
+    """The merchants and customers of ``synthesize``, with each merchant's customer weights."""
+    scale = rows / banksim.ROWS
+    categories, merchant_sizes, merchant_ids, activity, gender, age, spending = _merchants_and_customers(rng, rows)
+    n_customers = len(activity)
     weights = _merchant_weights(rng, categories, activity, gender, merchant_sizes)
     category_rows = {c: int(merchant_sizes[categories == c].sum()) for c in banksim.FRAUD_ROWS_BY_CATEGORY}
     return _Population(

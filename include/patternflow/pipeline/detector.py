@@ -196,7 +196,7 @@ class _OpenStream:
         before them; the quarantine moves a dead run left half done are finished."""
         report = DetectionReport()
         self.digests = FoldedDigests.load(self.store, self.settings)
-        uploaded = _folded_chunks(self.settings, self.store.digests(self.settings.chunks_prefix), self.engine.chunks_folded)
+        uploaded = folded_chunks(self.settings, self.store.digests(self.settings.chunks_prefix), self.engine.chunks_folded)
         report.conflicts = find_conflicts(self.store, self.settings, self.digests, uploaded)
         finish_moves(self.store, self.settings, self.digests, uploaded)
         report.end_of_stream = self.engine.finished
@@ -209,9 +209,7 @@ class _OpenStream:
         metrics: list[ChunkMetrics] = []
         moved: list[str] = []
         rows_taken = 0
-        while engine.chunks_folded < manifest.chunks and _may_take(
-            settings, metrics, rows_taken, manifest.chunk_rows(engine.chunks_folded)
-        ):
+        while engine.chunks_folded < manifest.chunks and may_take(settings, metrics, rows_taken, manifest.chunk_rows(engine.chunks_folded)):
             index = engine.chunks_folded
             rows_taken += manifest.chunk_rows(index)
             key = chunk_key(settings, index)
@@ -234,25 +232,11 @@ class _OpenStream:
                     index, result.rows, stored.written_at, started, self.wall(), result.new_detections, files, accepted.rows_set_aside
                 )
             )
-        final_files: list[str] = []
         if engine.chunks_folded == manifest.chunks and store.exists(end_of_stream_key(settings)):
-            final_files = write_files(store, settings.output_prefix, engine.finish())
+            self.final_files += list_final_files(store, settings, metrics, write_files(store, settings.output_prefix, engine.finish()))
             report.end_of_stream = True
-        if final_files and metrics:
-            metrics[-1].files += final_files  # the last chunk's record lists the last file too
-        elif final_files:
-            _add_to_last_record(store, settings, final_files)  # the end-of-stream marker came after that chunk's run
-            self.final_files += final_files
         if metrics or report.end_of_stream:
-            if metrics:  # before the commit: the chunks it makes folded always have their digests
-                store.put(digests_key(settings), self.digests.to_bytes())
-            report.state_version = commit(self.state, engine)
-            committed = self.wall()
-            for chunk in metrics:
-                chunk.committed_at = committed
-            if metrics:
-                _put_metrics(store, settings, metrics)
-            _remove_originals(store, moved)
+            report.state_version = commit_run(store, settings, self.digests, metrics, moved, lambda: commit(self.state, engine), self.wall)
         self.metrics += metrics
         return len(metrics)
 
@@ -270,7 +254,7 @@ class _OpenStream:
             sleep(min(self.settings.poke_interval_seconds, left))
 
     def summarise(self, report: DetectionReport) -> None:
-        _summarise(report, self.metrics, self.final_files)
+        summarise(report, self.metrics, self.final_files)
 
 
 def check_partitioning(store: ObjectStore, settings: PipelineSettings) -> None:
@@ -307,13 +291,50 @@ def stream_weights(store: ObjectStore, settings: PipelineSettings) -> WeightRank
         return importance_batches(range_reader(store, reference), store.size(reference), _uri(settings, reference), columns=WEIGHT_COLUMNS)
 
 
-def _may_take(settings: PipelineSettings, taken: list, rows_taken: int, next_rows: int) -> bool:
+def may_take(settings: PipelineSettings, taken: list, rows_taken: int, next_rows: int) -> bool:
     """Whether a run that took ``taken`` chunks of ``rows_taken`` rows may take one of ``next_rows`` more."""
     if not taken:
         return True
     if settings.max_chunks_per_run and len(taken) >= settings.max_chunks_per_run:
         return False
     return rows_taken + next_rows <= settings.max_rows_per_run
+
+
+def commit_run(
+    store: ObjectStore,
+    settings: PipelineSettings,
+    digests: FoldedDigests,
+    metrics: list[ChunkMetrics],
+    moved: list[str],
+    commit_state: Callable[[], int | None],
+    wall: Callable[[], float],
+) -> int | None:
+    """Make a run durable, in the order that keeps every crash safe: the folded chunks' digests
+    (so that the chunks a commit makes folded always have them), the state (the commit point),
+    the chunks' metrics with their commit time, then the removal of quarantined originals.
+    Returns the state's new version."""
+    if metrics:
+        store.put(digests_key(settings), digests.to_bytes())
+    version = commit_state()
+    committed = wall()
+    for chunk in metrics:
+        chunk.committed_at = committed
+    if metrics:
+        _put_metrics(store, settings, metrics)
+    _remove_originals(store, moved)
+    return version
+
+
+def list_final_files(store: ObjectStore, settings: PipelineSettings, metrics: list[ChunkMetrics], final_files: list[str]) -> list[str]:
+    """Record the stream's last (partial) file with the run's last chunk, or, for a run that took
+    no chunk (the end-of-stream marker came after the last chunk's run), in the newest record on
+    the store; returns the files no record of this run lists."""
+    if metrics:
+        metrics[-1].files += final_files
+        return []
+    if final_files:
+        _add_to_last_record(store, settings, final_files)
+    return final_files
 
 
 def _put_metrics(store: ObjectStore, settings: PipelineSettings, metrics: list[ChunkMetrics]) -> None:
@@ -357,7 +378,7 @@ class FoldedDigests:
         return cls(md5=data["md5"], etag=data.get("etag", {}), quarantined=data.get("quarantined", []))
 
 
-def _folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_folded: int) -> dict[int, tuple[str, str]]:
+def folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_folded: int) -> dict[int, tuple[str, str]]:
     """The already folded chunks among ``uploaded`` (key -> ETag, ``ObjectStore.digests``):
     index -> (key, ETag)."""
     pattern = re.compile(re.escape(settings.chunks_prefix) + r"chunk_(\d+)\.csv")
@@ -372,7 +393,7 @@ def _folded_chunks(settings: PipelineSettings, uploaded: dict[str, str], chunks_
 def find_conflicts(
     store: ObjectStore, settings: PipelineSettings, folded: FoldedDigests, uploaded: dict[int, tuple[str, str]]
 ) -> list[int]:
-    """Chunks already folded whose object now holds other bytes (``uploaded``: ``_folded_chunks``).
+    """Chunks already folded whose object now holds other bytes (``uploaded``: ``folded_chunks``).
 
     The same bytes again (a re-run producer tick) are ignored: the ETag is the one seen when the
     chunk was folded or the MD5 of its bytes then, or else the bytes are read and compared. Other
@@ -410,7 +431,7 @@ def find_conflicts(
 def finish_moves(store: ObjectStore, settings: PipelineSettings, digests: FoldedDigests, uploaded: dict[int, tuple[str, str]]) -> None:
     """Remove from the chunks prefix the quarantined chunks that are still there, as they were
     folded: a run died between committing the state and removing them (``uploaded``:
-    ``_folded_chunks``; other bytes uploaded since are a conflict, kept aside there)."""
+    ``folded_chunks``; other bytes uploaded since are a conflict, kept aside there)."""
     left = [
         key
         for index, (key, etag) in sorted(uploaded.items())
@@ -493,7 +514,7 @@ def accept_chunk(
     return AcceptedChunk(columns.empty(schema.TRANSACTIONS), set_aside, quarantined=True)
 
 
-def _summarise(report: DetectionReport, metrics: list[ChunkMetrics], final_files: list[str]) -> None:
+def summarise(report: DetectionReport, metrics: list[ChunkMetrics], final_files: list[str]) -> None:
     for chunk in metrics:
         report.chunks.append(chunk.index)
         report.rows += chunk.rows

@@ -46,22 +46,20 @@ from patternflow.pipeline.detector import (
     ChunkMetrics,
     DetectionReport,
     FoldedDigests,
-    _add_to_last_record,
-    _folded_chunks,
-    _may_take,
-    _put_metrics,
-    _remove_originals,
-    _summarise,
     accept_chunk,
     check_partitioning,
+    commit_run,
     find_conflicts,
     finish_moves,
+    folded_chunks,
+    list_final_files,
+    may_take,
     stream_weights,
+    summarise,
 )
 from patternflow.pipeline.layout import (
     PATTERNS,
     chunk_key,
-    digests_key,
     end_of_stream_key,
     partition_state_prefix,
     staged_key,
@@ -141,9 +139,7 @@ def detect_partition(
         staged: list[pa.Table] = []
         records: list[dict] = []
         rows_taken = 0
-        while engine.chunks_folded < manifest.chunks and _may_take(
-            settings, records, rows_taken, manifest.chunk_rows(engine.chunks_folded)
-        ):
+        while engine.chunks_folded < manifest.chunks and may_take(settings, records, rows_taken, manifest.chunk_rows(engine.chunks_folded)):
             index = engine.chunks_folded
             began, started = clock(), wall()
             try:
@@ -206,7 +202,7 @@ def write_detection_files(
     state = stream_state(store, settings)
     stream = StreamFiles.open(state, config)
     folded_digests = FoldedDigests.load(store, settings)
-    uploaded = _folded_chunks(settings, store.digests(settings.chunks_prefix), stream.chunks_merged)
+    uploaded = folded_chunks(settings, store.digests(settings.chunks_prefix), stream.chunks_merged)
     report.conflicts = find_conflicts(store, settings, folded_digests, uploaded)
     finish_moves(store, settings, folded_digests, uploaded)
     if stream.finished:
@@ -233,26 +229,16 @@ def write_detection_files(
         if record["quarantined"]:
             moved.append(chunk_key(settings, index))
             folded_digests.quarantined.append(index)
-    final_files: list[str] = []
+    unlisted: list[str] = []
     if stream.chunks_merged == manifest.chunks and store.exists(end_of_stream_key(settings)):
-        final_files = write_files(store, settings.output_prefix, stream.finish())
+        unlisted = list_final_files(store, settings, metrics, write_files(store, settings.output_prefix, stream.finish()))
         report.end_of_stream = True
-        if metrics:
-            metrics[-1].files += final_files  # the last chunk's record lists the last file too
-        elif final_files:
-            _add_to_last_record(store, settings, final_files)  # the end-of-stream marker came after that chunk's merge
     if metrics or report.end_of_stream:
-        if metrics:  # before the commit: the chunks it makes merged always have their digests
-            store.put(digests_key(settings), folded_digests.to_bytes())
-        report.state_version = state.commit(stream.snapshot(), config)
-        done = wall()
-        for chunk in metrics:
-            chunk.committed_at = done
-        if metrics:
-            _put_metrics(store, settings, metrics)
-        _remove_originals(store, moved)
+        report.state_version = commit_run(
+            store, settings, folded_digests, metrics, moved, lambda: state.commit(stream.snapshot(), config), wall
+        )
         _remove_merged(store, settings, stream.chunks_merged)
-    _summarise(report, metrics, [] if metrics else final_files)
+    summarise(report, metrics, unlisted)
     log.info("%s", report.describe())
     return report
 

@@ -69,8 +69,8 @@ of updated pairs (sorted) and the wide-ranging ones."""
 _COUNTERS = ("chunks_folded", "rows_folded", "files_written", "detections", "detections_by_pattern", "finished")
 SNAPSHOT_EVERY = 200
 """Default: the longest chain, a snapshot and up to 199 deltas. In practice the bytes bound
-(``DELTAS_PER_SNAPSHOT``) ends a chain first: a delta is about a fiftieth of the state at BankSim's
-size and a hundredth at ten times it, when a chunk is committed on its own."""
+(``DELTAS_PER_SNAPSHOT``) ends a chain first: with a commit a chunk, a delta is about a sixth of
+the state at BankSim's size (chains of about 13) and a fortieth at ten times it (about 75)."""
 DELTAS_PER_SNAPSHOT = 2
 """A chain's deltas may add up to twice its snapshot's bytes: a load then reads at most three
 times the state, and snapshots cost a commit at most half of what its delta does, at any size."""

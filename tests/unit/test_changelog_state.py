@@ -36,6 +36,11 @@ def assert_same_state(loaded: EngineState, expected: EngineState) -> None:
         assert getattr(loaded, name) == getattr(expected, name), name
 
 
+def fold_chunk(engine, transactions: pa.Table, index: int) -> None:
+    """Fold chunk ``index`` of ``transactions`` (chunks of ``CONFIG.chunk_size`` rows)."""
+    engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+
+
 @pytest.mark.parametrize("snapshot_every", [1, 3, 20])
 def test_a_snapshot_and_its_deltas_load_exactly_the_state_of_the_uninterrupted_stream(small_banksim, tmp_path, snapshot_every):
     transactions = read_transactions(small_banksim.transactions)
@@ -44,7 +49,7 @@ def test_a_snapshot_and_its_deltas_load_exactly_the_state_of_the_uninterrupted_s
     engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
     kinds = []
     for index in range(12):
-        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        fold_chunk(engine, transactions, index)
         commit(state, engine)
         kinds.append(state.last_commit.kind)
         loaded = StateStore(LocalStore(tmp_path)).load()
@@ -97,7 +102,7 @@ def test_a_state_written_in_the_earlier_manifest_format_loads_and_continues(smal
     state = StateStore(LocalStore(tmp_path), snapshot_every=20, deltas_per_snapshot=100)
     engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
     for index in range(5):
-        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        fold_chunk(engine, transactions, index)
         commit(state, engine)
     paths = {int(p.parent.name): p for p in (tmp_path / "versions").glob("*/manifest.json")}
     manifests = {v: json.loads(p.read_bytes()) for v, p in paths.items()}
@@ -110,7 +115,7 @@ def test_a_state_written_in_the_earlier_manifest_format_loads_and_continues(smal
     assert loaded.version == 5
     assert_same_state(loaded.state, engine.snapshot())
     assert resumed.read_pending().equals(engine.snapshot().pending)
-    engine.fold(5, transactions.slice(5 * CONFIG.chunk_size, CONFIG.chunk_size))
+    fold_chunk(engine, transactions, 5)
     assert commit(resumed, engine) == 6
     assert resumed.last_commit.kind == "delta" and resumed.last_commit.chain == (2, 3, 4, 5, 6)
     assert resumed.last_commit.chain_bytes == manifests[5]["chain_bytes"] + resumed.last_commit.table_bytes
@@ -124,7 +129,7 @@ def test_a_size_bound_on_the_deltas_starts_a_new_snapshot(small_banksim, tmp_pat
     state = StateStore(LocalStore(tmp_path), snapshot_every=100, snapshot_bytes=0)
     engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
     for index in range(3):
-        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        fold_chunk(engine, transactions, index)
         commit(state, engine)
         assert state.last_commit.kind == "snapshot"
     engine.close()
@@ -138,7 +143,7 @@ def test_a_state_that_does_not_continue_the_last_commit_is_written_whole(small_b
     engine = open_engine(None, lambda: importance, CONFIG, ChunkClock())
     states = []
     for index in range(3):
-        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        fold_chunk(engine, transactions, index)
         states.append(engine.snapshot())
     state = StateStore(LocalStore(tmp_path))
     state.commit(states[2], CONFIG)
@@ -204,7 +209,7 @@ def test_a_kill_between_writing_a_snapshot_and_moving_the_pointer_keeps_the_comm
     transactions = read_transactions(small_banksim.transactions)
     importance = read_importance(small_banksim.importance)
     engine = open_engine(state, lambda: importance, CONFIG)
-    engine.fold(4, transactions.slice(4 * CONFIG.chunk_size, CONFIG.chunk_size))
+    fold_chunk(engine, transactions, 4)
     assert commit(state, engine) == 6
     assert state.last_commit.kind == "snapshot"  # the chain 2-3-4 is as long as snapshot_every allows
     # 5 was never committed; 4's chain (2-3-4) stays as a fall-back on another snapshot; 1 goes
@@ -292,7 +297,7 @@ def test_pending_rows_are_read_from_the_newest_link_of_the_chain(small_banksim, 
     state = StateStore(LocalStore(tmp_path), snapshot_every=5, deltas_per_snapshot=100)
     engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
     for index in range(4):
-        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        fold_chunk(engine, transactions, index)
         commit(state, engine)
     assert state.last_commit.kind == "delta"
     pending = StateStore(LocalStore(tmp_path)).read_pending()
@@ -306,7 +311,7 @@ def test_a_store_that_commits_without_loading_keeps_the_current_version_as_a_fal
     engine = open_engine(None, lambda: importance, CONFIG, ChunkClock())
     states = []
     for index in range(2):
-        engine.fold(index, transactions.slice(index * CONFIG.chunk_size, CONFIG.chunk_size))
+        fold_chunk(engine, transactions, index)
         states.append(engine.snapshot())
     StateStore(LocalStore(tmp_path)).commit(states[0], CONFIG)
     blind = StateStore(LocalStore(tmp_path))
@@ -337,13 +342,13 @@ def test_two_writers_racing_from_one_state_never_write_into_the_same_version(sma
     transactions = read_transactions(small_banksim.transactions)
     importance = read_importance(small_banksim.importance)
     engine = open_engine(StateStore(LocalStore(tmp_path)), lambda: importance, CONFIG, ChunkClock())
-    engine.fold(0, transactions.slice(0, CONFIG.chunk_size))
+    fold_chunk(engine, transactions, 0)
     commit(StateStore(LocalStore(tmp_path)), engine)
     fast, slow = StateStore(LocalStore(tmp_path)), StateStore(ListingThenRaced(tmp_path))
     fast_state, slow_state = fast.load().state, slow.load().state
-    engine.fold(1, transactions.slice(CONFIG.chunk_size, CONFIG.chunk_size))
+    fold_chunk(engine, transactions, 1)
     won = engine.snapshot()
-    engine.fold(2, transactions.slice(2 * CONFIG.chunk_size, CONFIG.chunk_size))
+    fold_chunk(engine, transactions, 2)
     lost = engine.snapshot()
     assert fast_state.chunks_folded == slow_state.chunks_folded == 1
     slow.store.race = lambda: fast.commit(won, CONFIG)

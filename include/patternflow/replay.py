@@ -299,7 +299,7 @@ class _PartitionFolder:
     def commit(self) -> None:
         for engine, state in zip(self.engines, self.states, strict=True):
             if state is not None:
-                state.commit(engine.snapshot(), self.spec.config)
+                state.commit(engine, self.spec.config)
 
     def close(self) -> None:
         self.parser.shutdown(wait=True, cancel_futures=True)

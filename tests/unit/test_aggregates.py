@@ -132,4 +132,4 @@ def test_a_stream_of_many_merchants_keeps_a_sparse_index():
     customers = np.arange(20_000, dtype=np.int32)
     ids = state.pair_ids(customers, customers[::-1].copy(), 20_000, 20_000)  # 400 M possible pairs, 20,000 met
     assert sorted(ids.tolist()) == list(range(20_000)) and state._index._dense is None
-    assert len(state._index._keys) == 20_000
+    assert state._index._hashed.size == 20_000

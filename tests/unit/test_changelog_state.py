@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from patternflow.engine import state as state_module
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import EngineState
-from patternflow.engine.state import StateConflict, StateStore
+from patternflow.engine.detection_engine import DetectionEngine, EngineState
+from patternflow.engine.state import StateConflict, StateStore, commit_id
 from patternflow.engine.store import LocalStore
 from patternflow.engine.stream import commit, open_engine, write_files
 from patternflow.ingest.parsing import read_importance, read_transactions
@@ -88,11 +89,101 @@ def test_a_delta_writes_what_the_run_changed_not_the_history(small_banksim, tmp_
     engine.close()
 
 
+def test_the_changes_an_engine_records_are_exactly_the_difference_of_its_states(small_banksim, tmp_path):
+    """A commit writes what the engine marked as it folded, never comparing two whole states; run
+    after run (of one or several chunks) that is just what the comparison would find."""
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    state = StateStore(LocalStore(tmp_path), snapshot_every=100, deltas_per_snapshot=100)
+    engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
+    assert engine.changes() is None  # a new stream: nothing committed to continue
+    index = 0
+    for run in (1, 1, 3, 2, 1):
+        before = engine.snapshot()
+        for _ in range(run):
+            fold_chunk(engine, transactions, index)
+            index += 1
+        changes, after = engine.changes(), engine.snapshot()
+        if changes is not None:
+            assert changes.since == commit_id(state._base.manifest)
+            compared = state_module._delta(before, after)
+            for name in ("customers", "merchants", "emitted", "pairs", "pending"):
+                assert getattr(changes.appended, name).equals(compared[name]), name
+            updates = compared["pair_updates"]
+            assert changes.updated_pairs.tolist() == updates.column("pair").to_pylist()
+            assert len(changes.updated_pairs) and "n" in updates.column_names
+            for name in updates.column_names[1:]:
+                assert changes.updates.column(name).equals(updates.column(name)), name
+        commit(state, engine)
+        assert state.last_commit.kind == ("delta" if state.last_commit.version > 2 else "snapshot")
+        assert state._base.state is None  # no copy of the whole state kept to compare with
+        assert_same_state(StateStore(LocalStore(tmp_path)).load().state, after)
+    engine.close()
+
+
+def test_an_engine_resumed_from_a_load_commits_its_changes_as_a_delta(small_banksim, tmp_path):
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    first = open_engine(StateStore(LocalStore(tmp_path)), lambda: importance, CONFIG, ChunkClock())
+    for index in range(3):
+        fold_chunk(first, transactions, index)
+        commit(StateStore(LocalStore(tmp_path)), first)
+    first.close()
+    resumed = StateStore(LocalStore(tmp_path))
+    engine = open_engine(resumed, lambda: importance, CONFIG, ChunkClock())
+    fold_chunk(engine, transactions, 3)
+    assert commit(resumed, engine) == 4 and resumed.last_commit.kind == "delta"
+    assert_same_state(StateStore(LocalStore(tmp_path)).load().state, engine.snapshot())
+    engine.close()
+
+
+def test_changes_recorded_on_another_version_of_the_same_number_are_written_whole(small_banksim, tmp_path):
+    """Two streams at the same version number: an engine that continues one stream's version 2
+    committed to the other's store is written as a snapshot, never as a delta on the wrong base."""
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    ours, theirs = StateStore(LocalStore(tmp_path / "ours")), StateStore(LocalStore(tmp_path / "theirs"))
+    engine = open_engine(ours, lambda: importance, CONFIG, ChunkClock())
+    other = open_engine(theirs, lambda: importance, CONFIG, ChunkClock())
+    for index in range(2):
+        fold_chunk(engine, transactions, index)
+        commit(ours, engine)
+        fold_chunk(other, transactions, 2 * index)  # a stream cut otherwise
+        fold_chunk(other, transactions, 2 * index + 1)
+        commit(theirs, other)
+    assert ours.last_commit.version == theirs.last_commit.version == 2
+    fold_chunk(engine, transactions, 2)
+    commit(theirs, engine)
+    assert theirs.last_commit.kind == "snapshot"
+    assert_same_state(StateStore(LocalStore(tmp_path / "theirs")).load().state, engine.snapshot())
+    for e in (engine, other):
+        e.close()
+
+
+def test_a_commit_that_lost_a_race_leaves_the_engines_changes_as_they_were(small_banksim, tmp_path):
+    transactions = read_transactions(small_banksim.transactions)
+    importance = read_importance(small_banksim.importance)
+    state = StateStore(LocalStore(tmp_path))
+    engine = open_engine(state, lambda: importance, CONFIG, ChunkClock())
+    fold_chunk(engine, transactions, 0)
+    commit(state, engine)
+    since = engine.committed_as
+    other = StateStore(LocalStore(tmp_path))
+    other.load()
+    fold_chunk(engine, transactions, 1)
+    other.commit(engine.snapshot(), CONFIG)
+    fold_chunk(engine, transactions, 2)
+    with pytest.raises(StateConflict):
+        commit(state, engine)
+    assert engine.committed_as == since and engine.changes().since == since
+    engine.close()
+
+
 def earlier_format(manifest: dict, manifests: dict[int, dict]) -> dict:
     """``manifest`` as it was written before manifests named only their own objects: the whole
     chain, each version's objects inline."""
     chain = [{"version": v, "kind": manifests[v]["kind"], "objects": manifests[v]["objects"]} for v in manifest["chain"]]
-    own = {k: v for k, v in manifest.items() if k not in ("kind", "objects", "chain", "snapshot_bytes", "chain_bytes")}
+    own = {k: v for k, v in manifest.items() if k not in ("id", "kind", "objects", "chain", "snapshot_bytes", "chain_bytes")}
     return {**own, "chain": chain}
 
 
@@ -115,6 +206,8 @@ def test_a_state_written_in_the_earlier_manifest_format_loads_and_continues(smal
     assert loaded.version == 5
     assert_same_state(loaded.state, engine.snapshot())
     assert resumed.read_pending().equals(engine.snapshot().pending)
+    engine.close()
+    engine = DetectionEngine(CONFIG, loaded.state, ChunkClock())
     fold_chunk(engine, transactions, 5)
     assert commit(resumed, engine) == 6
     assert resumed.last_commit.kind == "delta" and resumed.last_commit.chain == (2, 3, 4, 5, 6)

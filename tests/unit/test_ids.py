@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from patternflow.engine.aggregates import PAIRS_SCHEMA, PairAggregates
 from patternflow.engine.config import DetectionConfig
@@ -18,7 +21,7 @@ def test_ids_are_given_in_order_of_first_appearance_and_kept():
     ids = IdDictionary()
     assert ids.encode(pa.array(["b", "a", "b", "c"])).tolist() == [0, 1, 0, 2]
     assert ids.encode(pa.chunked_array([["c", "d"], ["a"]])).tolist() == [2, 3, 1]
-    assert ids.names == ["b", "a", "c", "d"]
+    assert names(ids) == ["b", "a", "c", "d"]
     assert ids.lookup(["d", "b"]).tolist() == [3, 0]
 
 
@@ -26,7 +29,7 @@ def test_new_names_among_known_ones_get_ids_in_order_of_first_appearance():
     ids = IdDictionary(["b", "a"])
     assert ids.encode(pa.array(["e", "a", "f", "e", "b", "f"])).tolist() == [2, 1, 3, 2, 0, 3]
     assert ids.encode(pa.array(["f", "g"])).tolist() == [3, 4]
-    assert ids.names == ["b", "a", "e", "f", "g"]
+    assert names(ids) == ["b", "a", "e", "f", "g"]
     assert ids.encode(pa.array(["g", "h"], pa.large_string())).tolist() == [4, 5]
 
 
@@ -34,7 +37,7 @@ def test_id_dictionary_round_trips_through_a_table():
     ids = IdDictionary()
     ids.encode(pa.array(["'C1'", "C 2", "é"]))
     restored = IdDictionary.from_table(ids.to_table())
-    assert restored.names == ids.names
+    assert names(restored) == names(ids)
     assert restored.encode(pa.array(["é", "new"])).tolist() == [2, 3]
 
 
@@ -79,7 +82,7 @@ def test_ids_and_aggregates_survive_a_commit(tmp_path):
     state = StateStore(LocalStore(tmp_path))
     state.commit(engine.snapshot(), config)
     restored = DetectionEngine(config, state.load().state)
-    assert restored.customers.names == ["C1", "C9"] and restored.merchants.names == ["M1", "M7"]
+    assert names(restored.customers) == ["C1", "C9"] and names(restored.merchants) == ["M1", "M7"]
     restored.fold(1, transactions_table([("C9", "M7", "M", "1.00"), ("C2", "M1", "F", "3.00")]))
     snapshot = restored.snapshot()
     emitted = sorted((row["customer"], row["merchant"]) for row in snapshot.emitted.to_pylist())
@@ -88,17 +91,66 @@ def test_ids_and_aggregates_survive_a_commit(tmp_path):
     assert snapshot.pairs.column("cents").to_pylist() == [100, 825, 300]
 
 
-def test_both_lookups_give_the_same_ids(monkeypatch):
-    """Past _HASHED_LOOKUP_NAMES known names the chunk's distinct names go through the dict: the
-    same ids, new names in order of first appearance."""
-    import patternflow.engine.ids as ids
+def names(ids: IdDictionary) -> list[str]:
+    return ids.to_table().column("name").to_pylist()
 
-    chunks = [pa.array(["b", "a", "b", "c"]), pa.array(["d", "a", "e", "d"]), pa.array([], pa.string())]
-    hashed, looked_up = IdDictionary(["a"]), IdDictionary(["a"])
+
+class Reference:
+    """What an id dictionary must give: a Python dict, new names numbered in order of appearance."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def encode(self, values: list[str]) -> list[int]:
+        return [self.ids.setdefault(value, len(self.ids)) for value in values]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.text(min_size=1, max_size=30), max_size=40), max_size=8))
+def test_ids_are_those_of_a_dict_for_any_names(chunks):
+    """Names of any length and alphabet (the hash reads them eight bytes at a time, so lengths
+    around multiples of eight matter), any repeats, over chunks."""
+    ids, reference = IdDictionary(), Reference()
     for chunk in chunks:
-        expected = hashed.encode(chunk)
-        with monkeypatch.context() as patched:
-            patched.setattr(ids, "_HASHED_LOOKUP_NAMES", 0)
-            assert looked_up.encode(chunk).tolist() == expected.tolist()
-    assert looked_up.names == hashed.names == ["a", "b", "c", "d", "e"]
-    assert looked_up.to_table().equals(hashed.to_table())
+        assert ids.encode(pa.array(chunk, pa.string())).tolist() == reference.encode(chunk)
+    assert names(ids) == list(reference.ids)
+    if reference.ids:
+        assert ids.lookup(list(reference.ids)[::-1]).tolist() == list(reference.ids.values())[::-1]
+
+
+def test_names_whose_hashes_collide_still_get_their_own_ids(monkeypatch):
+    """A hash is not a name: with every name of a length hashed alike, each still gets its id."""
+    from patternflow.engine import ids as ids_module
+    from patternflow.ingest import stringbytes
+
+    hashes = stringbytes.hashes
+
+    def by_length(values: pa.Array) -> np.ndarray:
+        return hashes(pa.array(["x" * len(v) for v in values.to_pylist()], pa.string()))
+
+    monkeypatch.setattr(ids_module.stringbytes, "hashes", by_length)
+    ids, reference = IdDictionary(["ab", "ba"]), Reference()
+    reference.encode(["ab", "ba"])
+    for chunk in (["ba", "aa", "ab", "bb", "aa"], ["bb", "cc", "ab", "abc", "cba"]):
+        assert ids.encode(pa.array(chunk)).tolist() == reference.encode(chunk)
+    assert ids.lookup(["cba", "aa"]).tolist() == [reference.ids["cba"], reference.ids["aa"]]
+
+
+def test_a_dictionary_of_many_names_gives_the_ids_of_a_dict():
+    """Past many growths of the hash table (200,000 names), as at a hundred times BankSim's size."""
+    rng = np.random.default_rng(3)
+    pool = [f"'C{n}'" for n in rng.choice(10**9, size=200_000, replace=False)]
+    ids, reference = IdDictionary(), Reference()
+    for _ in range(5):
+        chunk = [pool[i] for i in rng.integers(0, len(pool), size=60_000)]
+        assert ids.encode(pa.array(chunk)).tolist() == reference.encode(chunk)
+    restored = IdDictionary.from_table(ids.to_table())
+    assert restored.encode(pa.array(pool[:1000])).tolist() == reference.encode(pool[:1000])
+
+
+def test_unknown_names_are_not_found():
+    ids = IdDictionary(["a"])
+    with pytest.raises(KeyError, match="b"):
+        ids.lookup(["a", "b"])
+    with pytest.raises(ValueError, match="same name twice"):
+        IdDictionary(["a", "a"])

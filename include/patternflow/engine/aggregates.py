@@ -19,6 +19,10 @@ instead, each from a small structure that a fold changes only where the chunk di
   (merchant, rank) once; a 0/1 flag per sorted position marks the customers, and the k-th
   smallest rank is where the merchant's flags' running sum reaches k. The pairs whose rank is at
   most W10 are then a prefix of the merchant's sorted run.
+
+A commit writes what changed since the last one (``patternflow.engine.state``): the aggregates
+mark the pairs a fold changes, so that the changes are read off those marks (``changes``), never
+found by comparing two copies of every pair.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
+from patternflow.engine.hash_index import HashIndex
 from patternflow.ingest import columns
 
 PAIRS_SCHEMA = pa.schema(
@@ -106,6 +111,11 @@ class PairAggregates:
         self._is_customer = customer[self._by_rank].astype(np.int32)
         self._last_thresholds: dict[int, tuple[int, int]] = {}
         """merchant -> (p90_n, w10_rank) at the last ``upgrade_thresholds`` call."""
+        self._changed = np.zeros(len(self._columns["n"]), dtype=bool)
+        """Pairs whose values changed since ``mark_unchanged`` (one byte a pair: bounded however
+        long a session goes between commits)."""
+        self._genders_changed = False
+        self._marked_size = self.size
 
     def live(self, name: str) -> np.ndarray:
         """Column ``name`` of the live rows (a view, not a copy)."""
@@ -138,8 +148,10 @@ class PairAggregates:
         columns["cents"][pair] += cents
         columns["genders"][pair] = after
         np.add.at(self.total, merchant, n)
+        self._changed[pair] = True
         changed = before != after
         if changed.any():
+            self._genders_changed |= bool((pair[changed] < self._marked_size).any())
             merchant_changed, before, after = merchant[changed], before[changed], after[changed]
             np.add.at(self.clear_female, merchant_changed, (after == FEMALE).astype(np.int64) - (before == FEMALE))
             np.add.at(self.clear_male, merchant_changed, (after == MALE).astype(np.int64) - (before == MALE))
@@ -208,6 +220,23 @@ class PairAggregates:
     def to_table(self) -> pa.Table:
         return columns.table({name: self.live(name).copy() for name in PAIRS_SCHEMA.names}, PAIRS_SCHEMA)
 
+    def mark_unchanged(self) -> None:
+        """Take the aggregates as they are now as the base that ``changes`` is measured from."""
+        self._changed[:] = False
+        self._genders_changed = False
+        self._marked_size = self.size
+
+    def changes(self) -> tuple[pa.Table, np.ndarray, pa.Table]:
+        """What changed since ``mark_unchanged``: the pairs added since (whole rows), and the ids of
+        the pairs before it whose values changed with those values (n and cents, which every fold
+        of a pair changes, and genders when any changed)."""
+        base = self._marked_size
+        appended = columns.table({name: self._columns[name][base : self.size].copy() for name in PAIRS_SCHEMA.names}, PAIRS_SCHEMA)
+        rows = np.flatnonzero(self._changed[:base]).astype(np.int32)
+        names = ("n", "cents", "genders") if self._genders_changed else ("n", "cents")
+        updated = columns.table({name: self._columns[name][rows] for name in names}, pa.schema([PAIRS_SCHEMA.field(n) for n in names]))
+        return appended, rows, updated
+
     def _reserve_ids(self, customers: int, merchants: int) -> None:
         self._index.reserve(customers, merchants)
         if merchants > len(self.total):
@@ -221,6 +250,8 @@ class PairAggregates:
             if self.size > len(column):
                 column = self._columns[name] = _grown(column, _capacity(self.size))
             column[first : self.size] = 0
+        if self.size > len(self._changed):
+            self._changed = _grown(self._changed, _capacity(self.size))
         self._columns["customer"][first : self.size] = customers
         self._columns["merchant"][first : self.size] = merchants
         self._columns["weight_rank"][first : self.size] = -1
@@ -235,14 +266,14 @@ class PairIndex:
 
     A dense matrix while customers x merchants stays within ``_DENSE_CELLS``: a stream has few
     merchants (BankSim: 50, ten times its customers still 2 M cells), and every lookup is then
-    one vectorised index. Beyond that, sorted 64-bit keys and a binary search, so that memory
-    follows the pairs met, not every possible pair.
+    one vectorised index. Beyond that, a hash table of the pairs' 64-bit keys (``HashIndex``), so
+    that memory follows the pairs met, not every possible pair, and a lookup costs about one
+    probe a row however many pairs there are.
     """
 
     def __init__(self, customers: int, merchants: int) -> None:
         self._dense: np.ndarray | None = np.full((16, 16), -1, dtype=np.int32)
-        self._keys = np.empty(0, dtype=np.int64)  # sorted, when not dense
-        self._ids = np.empty(0, dtype=np.int32)
+        self._hashed = HashIndex()  # when not dense
         self.reserve(customers, merchants)
 
     def reserve(self, customers: int, merchants: int) -> None:
@@ -257,7 +288,8 @@ class PairIndex:
             customer, merchant = np.nonzero(self._dense >= 0)
             ids = self._dense[customer, merchant]
             self._dense = None
-            self.add(customer.astype(np.int32), merchant.astype(np.int32), ids)
+            order = np.argsort(ids)  # ids go into the hash table in order
+            self.add(customer[order].astype(np.int32), merchant[order].astype(np.int32), ids[order])
             return
         grown = np.full(shape, -1, dtype=np.int32)
         grown[:rows, :cols] = self._dense
@@ -267,22 +299,14 @@ class PairIndex:
         if self._dense is not None:
             # flat indexes into the matrix: several times faster than a 2-d lookup
             return _flat(self._dense)[customers.astype(np.int64) * self._dense.shape[1] + merchants]
-        keys = _pair_keys(customers, merchants)
-        if not len(self._keys):
-            return np.full(len(keys), -1, dtype=np.int32)
-        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-        return np.where(self._keys[at] == keys, self._ids[at], -1).astype(np.int32)
+        return self._hashed.lookup(_pair_keys(customers, merchants))  # a key is exact: its own hash
 
     def add(self, customers: np.ndarray, merchants: np.ndarray, ids: np.ndarray) -> None:
-        """New pairs (none already known)."""
+        """New pairs (none already known), their ids the next ones in order."""
         if self._dense is not None:
             self._dense[customers, merchants] = ids
             return
-        keys = _pair_keys(customers, merchants)
-        order = np.argsort(keys)
-        at = np.searchsorted(self._keys, keys[order])
-        self._keys = np.insert(self._keys, at, keys[order])
-        self._ids = np.insert(self._ids, at, ids[order])
+        self._hashed.insert(_pair_keys(customers, merchants), ids)
 
 
 def _pair_keys(customers: np.ndarray, merchants: np.ndarray) -> np.ndarray:

@@ -50,6 +50,8 @@ _GENDER_BIT_OF_BYTE[[ord(g) for g in _GENDER_BITS]] = list(_GENDER_BITS.values()
 _AMOUNT_BOUND = Decimal(10) ** 10
 """No amount, and so no average amount, reaches it in size (decimal128(12, 2))."""
 _NO_CUSTOMER = -1
+_EMITTED_PARTS = 64
+"""Tables of emitted keys by name kept apart (one a chunk that found any) before they are joined."""
 """The customer id of DEI-NEEDED detections, whose customerName is empty."""
 _CHUNK_SCHEMA = pa.schema([("pair", pa.int32()), ("cents", pa.int64()), ("gender", pa.uint8())])
 EMITTED_SCHEMA = pa.schema(
@@ -93,6 +95,25 @@ class EngineState:
     detections: int = 0
     detections_by_pattern: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATTERNS, 0))
     finished: bool = False
+    committed_as: str | None = None
+    """The id of the committed version this state was loaded as (``patternflow.engine.state``);
+    None for a state no commit wrote."""
+
+
+@dataclass(frozen=True)
+class StateChanges:
+    """What an engine changed since the committed version it continues: what a commit writes
+    instead of the whole state. Tables other than pairs only grow at their end."""
+
+    since: str
+    """The id of that committed version (``EngineState.committed_as``)."""
+    appended: EngineState
+    """The rows added to customers, merchants, pairs and emitted since, with the pending rows
+    and the counters as they are now."""
+    updated_pairs: np.ndarray
+    """The ids of the pairs from before that changed."""
+    updates: pa.Table
+    """Their new values, one row an updated pair, in just the columns that changed."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +164,8 @@ class DetectionEngine:
         self.con = duckdb.connect(config={"threads": 1})
         self._define_thresholds()
         self.emitted = self._emitted_ids(state.emitted)
+        self._emitted_by_name = [state.emitted]
+        """The emitted keys by name, added to as they are found: a commit never converts them all."""
         # Registered once: each chunk only swaps the tables behind them (registering costs as
         # much as a small query).
         self.inputs = {name: ArrowInput(schema) for name, schema in _INPUT_SCHEMAS.items()}
@@ -163,6 +186,7 @@ class DetectionEngine:
         self.detections = state.detections
         self.detections_by_pattern = dict(state.detections_by_pattern)
         self.finished = state.finished
+        self.committed(state.committed_as)
 
     @classmethod
     def start(
@@ -192,11 +216,12 @@ class DetectionEngine:
         if not emitted.num_rows:
             return columns.empty(_EMITTED_IDS_SCHEMA)
         customers = emitted.column("customer").to_pylist()
+        ids = iter(self.customers.lookup([c for c in customers if c]).tolist())
         return columns.table(
             {
                 "pattern_id": emitted.column("pattern_id"),
                 "action_type": emitted.column("action_type"),
-                "customer": [self.customers.lookup([c])[0] if c else _NO_CUSTOMER for c in customers],
+                "customer": [next(ids) if c else _NO_CUSTOMER for c in customers],
                 "merchant": self.merchants.lookup(emitted.column("merchant").to_pylist()),
             },
             _EMITTED_IDS_SCHEMA,
@@ -265,11 +290,16 @@ class DetectionEngine:
         found = self._query(
             "new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants, emitted=self.emitted
         )
-        if found:
-            emitted = columns.from_columns(list(zip(*found, strict=True)), _EMITTED_IDS_SCHEMA)
-            self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
-        names, merchant_names = self.customers.names, self.merchants.names
-        return [(p, a, names[c] if c != _NO_CUSTOMER else "", merchant_names[m]) for p, a, c, m in found]
+        if not found:
+            return []
+        emitted = columns.from_columns(list(zip(*found, strict=True)), _EMITTED_IDS_SCHEMA)
+        self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
+        patterns, actions, customers, merchants = (list(values) for values in zip(*found, strict=True))
+        names = iter(self.customers.names_of([c for c in customers if c != _NO_CUSTOMER]))
+        customer_names = [next(names) if c != _NO_CUSTOMER else "" for c in customers]
+        by_name = list(zip(patterns, actions, customer_names, self.merchants.names_of(merchants), strict=True))
+        self._emitted_by_name.append(columns.from_columns(list(zip(*by_name, strict=True)), EMITTED_SCHEMA))
+        return by_name
 
     def _query(self, name: str, fetch: Callable[[duckdb.DuckDBPyConnection], _Result], **inputs: pa.Table) -> _Result:
         """Run the prepared ``sql/<name>.sql`` over the given input tables and fetch its result;
@@ -300,25 +330,46 @@ class DetectionEngine:
             pairs=self.aggregates.to_table(),
             emitted=self._emitted_names(),
             pending=pending_table(self._pending),
-            chunks_folded=self.chunks_folded,
-            rows_folded=self.rows_folded,
-            files_written=self.files_written,
-            detections=self.detections,
-            detections_by_pattern=dict(self.detections_by_pattern),
-            finished=self.finished,
+            **self._counters(),
         )
 
-    def _emitted_names(self) -> pa.Table:
-        names, merchant_names = self.customers.names, self.merchants.names
-        return columns.table(
-            {
-                "pattern_id": self.emitted.column("pattern_id"),
-                "action_type": self.emitted.column("action_type"),
-                "customer": [names[c] if c != _NO_CUSTOMER else "" for c in self.emitted.column("customer").to_pylist()],
-                "merchant": [merchant_names[m] for m in self.emitted.column("merchant").to_pylist()],
-            },
-            EMITTED_SCHEMA,
+    def changes(self) -> StateChanges | None:
+        """What the state changed since the committed version it continues, read off the marks
+        the folds left (O(changes)); None before a stream's first commit."""
+        if self.committed_as is None:
+            return None
+        customers, merchants, emitted = self._committed_sizes
+        pairs, updated_pairs, updates = self.aggregates.changes()
+        appended = EngineState(
+            customers=self.customers.to_table().slice(customers),
+            merchants=self.merchants.to_table().slice(merchants),
+            pairs=pairs,
+            emitted=self._emitted_names().slice(emitted),
+            pending=pending_table(self._pending),
+            **self._counters(),
         )
+        return StateChanges(self.committed_as, appended, updated_pairs, updates)
+
+    def committed(self, commit_id: str | None) -> None:
+        """The state as it is now is the committed version ``commit_id``: ``changes`` counts from here."""
+        self.committed_as = commit_id
+        self._committed_sizes = (len(self.customers), len(self.merchants), self.emitted.num_rows)
+        self.aggregates.mark_unchanged()
+
+    def _counters(self) -> dict:
+        return {
+            "chunks_folded": self.chunks_folded,
+            "rows_folded": self.rows_folded,
+            "files_written": self.files_written,
+            "detections": self.detections,
+            "detections_by_pattern": dict(self.detections_by_pattern),
+            "finished": self.finished,
+        }
+
+    def _emitted_names(self) -> pa.Table:
+        if len(self._emitted_by_name) > _EMITTED_PARTS:
+            self._emitted_by_name = [pa.concat_tables(self._emitted_by_name).combine_chunks()]
+        return pa.concat_tables(self._emitted_by_name)  # no copy
 
     def close(self) -> None:
         self.con.close()

@@ -4,6 +4,10 @@ Names are arbitrary non-empty strings (the data contract); the engine's aggregat
 pattern queries run far faster on small integers. A dictionary gives each name the next id the
 first time it is met and keeps it for the rest of the stream (it is part of the state), so ids
 never depend on how the stream was cut into chunks or sessions.
+
+The names are kept as one Arrow array, not as Python strings, and found by a hash of their bytes
+(``patternflow.engine.hash_index``): a chunk's lookup costs what its distinct names do, however
+many names the stream has met, and memory is the names' bytes and a few bytes of index a name.
 """
 
 from __future__ import annotations
@@ -12,76 +16,79 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from patternflow.ingest import columns
+from patternflow.engine.hash_index import HashIndex
+from patternflow.ingest import columns, stringbytes
 
 NAMES_SCHEMA = pa.schema([("name", pa.string())])
-_HASHED_LOOKUP_NAMES = 100_000
-"""Up to this many known names, ``encode`` looks a chunk up with Arrow's hash join."""
 
 
 class IdDictionary:
     """Name <-> dense id (0, 1, 2, ... in order of first appearance)."""
 
-    def __init__(self, names: list[str] | None = None) -> None:
-        self.names: list[str] = list(names or [])
-        self._ids = {name: i for i, name in enumerate(self.names)}
-        if len(self._ids) != len(self.names):
+    def __init__(self, names: pa.Array | pa.ChunkedArray | list[str] | None = None) -> None:
+        self._array = _strings(names) if isinstance(names, pa.Array | pa.ChunkedArray) else columns.strings(names or [])
+        if pc.count_distinct(self._array).as_py() != len(self._array):
             raise ValueError("an id dictionary cannot hold the same name twice")
-        self._array = columns.strings(self.names)
-        """The names as Arrow: the state's table of them, made without a Python object per name."""
+        self._index = HashIndex(max_load=0.5)
+        self._index.insert(stringbytes.hashes(self._array), np.arange(len(self._array), dtype=np.int32))
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self._array)
 
     def encode(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """The id of every value (int32), giving new names the next ids in order of appearance.
 
-        Two ways, by how many names are known. Up to ``_HASHED_LOOKUP_NAMES``, Arrow's hash join
-        of the chunk against every known name (``index_in``) is quickest; it rebuilds that hash
-        table at each chunk, though, so beyond it the chunk is dictionary-encoded and only its
-        distinct names are looked up in the dict of known ones, a cost that follows the chunk.
-        Measured on a 10,000-row chunk: 4,112 names known, 0.5 ms against 1.8 ms; 411,200 names
-        known, 91 ms against 6.7 ms. One dict lookup a distinct name, not two (one to find the new
-        names, one for the ids), took the second way from 12.7-13.4 ms to 7.6-8.6 ms a chunk at
-        411,200 names on a busy machine.
+        Only the chunk's distinct names are looked up (a chunk of 10,000 rows has a few thousand).
         """
-        if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks()
-        if values.type != pa.string():  # e.g. large_string: the known names are string
-            values = values.cast(pa.string())
-        if len(self.names) <= _HASHED_LOOKUP_NAMES:
-            ids = pc.index_in(values, value_set=self._array)
-            if ids.null_count:
-                self._add(pc.unique(pc.filter(values, pc.is_null(ids))).to_pylist())  # in order of first appearance
-                ids = pc.index_in(values, value_set=self._array)
-            return columns.to_numpy(ids).astype(np.int32, copy=False)
-        encoded = pc.dictionary_encode(values)
-        distinct = encoded.dictionary.to_pylist()  # in order of first appearance
-        known = self._ids.get  # one lookup a name: at 411,200 names each costs cache misses
-        ids = np.fromiter((known(name, -1) for name in distinct), dtype=np.int32, count=len(distinct))
+        encoded = pc.dictionary_encode(_strings(values))
+        distinct = encoded.dictionary  # in order of first appearance
+        ids = self._find(distinct)
         new = np.flatnonzero(ids < 0)
         if len(new):
-            first = len(self.names)
-            self._add([distinct[i] for i in new])
+            first = len(self._array)
             ids[new] = np.arange(first, first + len(new), dtype=np.int32)
+            self._add(distinct.take(columns.from_numpy(new, pa.int64())))
         return ids[columns.to_numpy(encoded.indices)]
-
-    def _add(self, new: list[str]) -> None:
-        """Give names not met before the next ids."""
-        if not new:
-            return
-        for name in new:
-            self._ids[name] = len(self.names)
-            self.names.append(name)
-        self._array = pa.concat_arrays([self._array, columns.strings(new)])
 
     def lookup(self, names: list[str]) -> np.ndarray:
         """Ids of names that must already be known (``KeyError`` otherwise)."""
-        return np.fromiter((self._ids[name] for name in names), dtype=np.int32, count=len(names))
+        ids = self._find(columns.strings(names))
+        if (ids < 0).any():
+            raise KeyError(names[int(np.flatnonzero(ids < 0)[0])])
+        return ids
+
+    def names_of(self, ids: np.ndarray | list[int]) -> list[str]:
+        """The names of the given ids."""
+        return self._array.take(columns.from_numpy(np.asarray(ids, dtype=np.int32), pa.int32())).to_pylist()
+
+    def _find(self, distinct: pa.Array) -> np.ndarray:
+        """The id of each of the distinct ``names``, -1 for a name not met before."""
+
+        def same(ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            known = self._array.take(columns.from_numpy(ids, pa.int32()))
+            asked = distinct.take(columns.from_numpy(positions, pa.int64()))
+            return columns.to_numpy(pc.cast(pc.equal(known, asked), pa.uint8())).astype(bool)  # no pandas
+
+        return self._index.lookup(stringbytes.hashes(distinct), same)
+
+    def _add(self, new: pa.Array) -> None:
+        """Give names not met before the next ids."""
+        first = len(self._array)
+        self._index.insert(stringbytes.hashes(new), np.arange(first, first + len(new), dtype=np.int32))
+        self._array = pa.concat_arrays([self._array, new])
 
     def to_table(self) -> pa.Table:
-        return pa.Table.from_arrays([self._array], schema=NAMES_SCHEMA)  # kept in step with ``names``: no copy
+        return pa.Table.from_arrays([self._array], schema=NAMES_SCHEMA)  # no copy
 
     @classmethod
     def from_table(cls, table: pa.Table) -> IdDictionary:
-        return cls(table.column("name").to_pylist())
+        return cls(table.column("name"))
+
+
+def _strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``values`` as one string array (the names' type; e.g. large_string is cast)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    return values

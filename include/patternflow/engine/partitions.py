@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import ChunkResult, DetectionEngine, EngineState, WeightRanks, initial_state
+from patternflow.engine.detection_engine import ChunkResult, DetectionEngine, EngineState, StateChanges, WeightRanks, initial_state
 from patternflow.engine.detections import Detection, DetectionFile, cut_files, pending_rows, pending_table
 from patternflow.engine.state import StateStore
 from patternflow.engine.stream import check_same_config
@@ -115,6 +115,12 @@ class PartitionEngine:
 
     def snapshot(self) -> EngineState:
         return self.engine.snapshot()
+
+    def changes(self) -> StateChanges | None:
+        return self.engine.changes()
+
+    def committed(self, commit_id: str | None) -> None:
+        self.engine.committed(commit_id)
 
     def close(self) -> None:
         self.engine.close()

@@ -16,13 +16,18 @@ A version is a **snapshot** (the whole state) or a **delta** on the committed ve
 the rows that version appended to customers, merchants, pairs and emitted (tables that only grow
 at their end), the pairs whose values changed (``pair_updates``: each one's row and the columns
 that changed), and the pending rows whole (fewer than a file's worth); a table with nothing
-appended or changed has no object. Loading a version is its chain: the last snapshot, then each
-delta after it in order. A manifest names only its own objects, with the numbers of the versions
-its chain goes through and the chain's total bytes, so that it stays the same small size however
-long the chain grows; a load reads the chain's manifests, then all its objects. A commit writes
-a snapshot every ``snapshot_every`` versions of a chain, when the chain's deltas pass
-``snapshot_bytes`` or twice the snapshot's bytes, and whenever it has no committed state to diff
-against; otherwise a delta, so that a commit costs what the run changed, not the history.
+appended or changed has no object. The engine records these changes as it folds (it marks each
+pair a fold changes, ``DetectionEngine.changes``), so a commit never compares two copies of the
+whole state; the changes name the id of the committed version they start from (each manifest has
+one), and are written as a delta only on that version.
+
+Loading a version is its chain: the last snapshot, then each delta after it in order. A manifest
+names only its own objects, with the numbers of the versions its chain goes through and the
+chain's total bytes, so that it stays the same small size however long the chain grows; a load
+reads the chain's manifests, then all its objects. A commit writes a snapshot every
+``snapshot_every`` versions of a chain, when the chain's deltas pass ``snapshot_bytes`` or twice
+the snapshot's bytes, and whenever there are no changes recorded on the current version;
+otherwise a delta, so that a commit costs what the run changed, not the history.
 
 A commit writes its objects and manifest beside the old versions and only then replaces
 ``CURRENT``, one small write: a crash at any point leaves the last committed version current.
@@ -38,17 +43,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from patternflow.engine.clock import iso_ist, now_ist
 from patternflow.engine.config import DetectionConfig
-from patternflow.engine.detection_engine import EngineState
+from patternflow.engine.detection_engine import EngineState, StateChanges
 from patternflow.engine.parquet import parquet_bytes, parquet_table
 from patternflow.engine.store import ObjectStore, WriteConflict
 from patternflow.errors import PatternflowError
@@ -124,14 +130,27 @@ class CommitInfo:
         return self.table_bytes + 2 * self.manifest_bytes
 
 
+class TracksChanges(Protocol):
+    """A state's keeper that records what it changes (``DetectionEngine``): committing it writes
+    the changes it recorded since the version it continues, and never compares two whole states."""
+
+    def snapshot(self) -> EngineState: ...
+
+    def changes(self) -> StateChanges | None: ...
+
+    def committed(self, commit_id: str | None) -> None: ...
+
+
 @dataclass
 class _Base:
-    """The committed version this store last loaded or wrote: what a delta is computed against."""
+    """The committed version this store last read or wrote: what a delta continues."""
 
     version: int
     manifest: dict
     state: EngineState | None
-    """None when this store has not read the tables (it then writes a snapshot)."""
+    """The whole state of that version when this store committed it as a plain ``EngineState``,
+    to compare the next one with; None otherwise (a delta then needs the recorded changes of a
+    ``TracksChanges`` that continues this version)."""
     kept: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -232,7 +251,8 @@ class StateStore:
         raise StateError(f"no intact state version under {self.prefix or 'the state root'}: damaged versions {skipped}")
 
     def _loaded(self, version: int, manifest: dict, state: EngineState, skipped: tuple[int, ...] = ()) -> LoadedState:
-        self._base = _Base(version, manifest, state, dict(manifest.get("kept", {})))
+        # the tables are not kept: the engine built from them records its changes (TracksChanges)
+        self._base = _Base(version, manifest, None, dict(manifest.get("kept", {})))
         return LoadedState(state, DetectionConfig.from_json(manifest["config"]), version, skipped)
 
     def read_pending(self) -> pa.Table | None:
@@ -258,7 +278,7 @@ class StateStore:
         for (i, name, entry), data in zip(entries, datas, strict=True):
             objects[i][name] = _table(entry, data)
         tables = _replay_chain(objects)
-        return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS})
+        return EngineState(**tables, **{k: manifest[k] for k in _COUNTERS}, committed_as=commit_id(manifest))
 
     def _links(self, manifest: dict) -> list[_Link]:
         """The links of ``manifest``'s chain, the snapshot first: the manifests of the versions
@@ -273,8 +293,12 @@ class StateStore:
             raise ValueError(f"version {manifest.get('version')}: its chain {versions} names manifests of other versions")
         return links
 
-    def commit(self, state: EngineState, config: DetectionConfig) -> int:
+    def commit(self, state: EngineState | TracksChanges, config: DetectionConfig) -> int:
         """Write ``state`` as a new version and make it current; returns its number.
+
+        An engine (``TracksChanges``) is committed as the changes it recorded since the version it
+        continues; a plain ``EngineState`` as its difference from the one this store committed
+        last. Either way a snapshot when there is nothing to continue (see the module's doc).
 
         The number follows every version present, committed or not, so that no number is ever
         reused; the one listing that finds them also finds what to prune. ``CURRENT`` is replaced
@@ -289,7 +313,7 @@ class StateStore:
         version = self._claim(max([*present, seen_version or 0, 0]) + 1)
         base = self._base  # what this store loaded or last committed; a race is caught at CURRENT below
         fallbacks = _fallbacks(base)
-        payloads, kind, chain, (snapshot_bytes, chain_bytes) = self._payloads(state, base, fallbacks)
+        payloads, kind, chain, (snapshot_bytes, chain_bytes), counted = self._payloads(state, base, fallbacks)
         objects = {
             name: {"key": self._version_key(version, f"{name}.parquet"), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             for name, data in payloads.items()
@@ -303,6 +327,7 @@ class StateStore:
         kept = _kept(fallbacks, self.keep, chain[0])
         manifest = {
             "version": version,
+            "id": uuid.uuid4().hex,
             "committed_at": iso_ist(now_ist()),
             "config": config.to_json(),
             "kind": kind,
@@ -311,7 +336,7 @@ class StateStore:
             "snapshot_bytes": snapshot_bytes,
             "chain_bytes": chain_bytes,
             "kept": kept,
-            **{k: getattr(state, k) for k in _COUNTERS},
+            **{k: getattr(counted, k) for k in _COUNTERS},
         }
         text = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         self.store.put(self._version_key(version, "manifest.json"), text)
@@ -323,7 +348,11 @@ class StateStore:
                 f"Nothing of this run became current (its version {version} is left unused); the next run resumes "
                 "from the other's state"
             ) from None
-        self._base = _Base(version, manifest, state, kept)
+        if isinstance(state, EngineState):
+            self._base = _Base(version, manifest, state, kept)
+        else:
+            self._base = _Base(version, manifest, None, kept)
+            state.committed(commit_id(manifest))
         self.last_commit = CommitInfo(version, kind, own_bytes, len(text), tuple(chain), chain_bytes)
         needed = set(chain) | {v for versions in kept.values() for v in versions}
         unneeded = [v for v in present if v < version and v not in needed]
@@ -343,28 +372,30 @@ class StateStore:
                 version += 1
 
     def _payloads(
-        self, state: EngineState, base: _Base | None, fallbacks: dict[str, list[int]]
-    ) -> tuple[dict[str, bytes], str, list[int], tuple[int, int]]:
-        """The objects of the next version, its kind, the chain it continues (empty: a snapshot)
-        and that chain's (snapshot bytes, total bytes).
+        self, state: EngineState | TracksChanges, base: _Base | None, fallbacks: dict[str, list[int]]
+    ) -> tuple[dict[str, bytes], str, list[int], tuple[int, int], EngineState]:
+        """The objects of the next version, its kind, the chain it continues (empty: a snapshot),
+        that chain's (snapshot bytes, total bytes), and the state whose counters it records.
 
         A delta only continues a chain that a load can fall back from: some committed version
         kept with a snapshot of its own, so that one damaged object never loses every version."""
-        if base is not None and base.state is not None:
+        if base is not None:
             chain = chain_versions(base.manifest)
             independent = any(versions[0] != chain[0] for versions in fallbacks.values())
-            delta = _delta(base.state, state) if independent and len(chain) < self.snapshot_every else None
+            delta = _delta_on(base, state) if independent and len(chain) < self.snapshot_every else None
             if delta is not None:
+                tables, counted = delta
                 payloads = {
                     name: parquet_bytes(table, _DELTA_ENCODED.get(name, ()))
-                    for name, table in delta.items()
+                    for name, table in tables.items()
                     if table.num_rows or name == "pending"  # nothing appended, nothing updated: no object
                 }
                 snapshot, total = _chain_sizes(base.manifest)
                 chained = total - snapshot + sum(map(len, payloads.values()))
                 if chained <= min(self.snapshot_bytes, self.deltas_per_snapshot * snapshot):
-                    return payloads, "delta", chain, (snapshot, total)
-        return {name: parquet_bytes(getattr(state, name), _DELTA_ENCODED.get(name, ())) for name in _TABLES}, "snapshot", [], (0, 0)
+                    return payloads, "delta", chain, (snapshot, total), counted
+        whole = state if isinstance(state, EngineState) else state.snapshot()
+        return {name: parquet_bytes(getattr(whole, name), _DELTA_ENCODED.get(name, ())) for name in _TABLES}, "snapshot", [], (0, 0), whole
 
 
 @dataclass(frozen=True)
@@ -374,6 +405,13 @@ class _Link:
     version: int
     kind: str
     objects: dict[str, dict]
+
+
+def commit_id(manifest: dict) -> str:
+    """The id of a committed version: it tells a delta's base from any other version of the same
+    number (another stream's, or one written again after a reset). Manifests written before ids
+    were recorded are known by their number and commit time."""
+    return manifest.get("id") or f"{manifest['version']}@{manifest.get('committed_at')}"
 
 
 def chain_versions(manifest: dict) -> list[int]:
@@ -430,6 +468,24 @@ def _kept(fallbacks: dict[str, list[int]], keep: int, snapshot: int) -> dict[str
     if independent is not None:
         kept[independent] = fallbacks[independent]
     return kept
+
+
+def _delta_on(base: _Base, state: EngineState | TracksChanges) -> tuple[dict[str, pa.Table], EngineState] | None:
+    """The delta tables of ``state`` on the committed version ``base``, and the state whose
+    counters the delta records; None when ``state`` does not continue ``base`` as far as known."""
+    if isinstance(state, EngineState):
+        delta = _delta(base.state, state) if base.state is not None else None
+        return (delta, state) if delta is not None else None
+    changes = state.changes()
+    if changes is None or changes.since != commit_id(base.manifest):
+        return None
+    appended = changes.appended
+    rows = columns.from_numpy(changes.updated_pairs, pa.int32())
+    tables = {name: getattr(appended, name) for name in _GROWING}
+    tables["pair_updates"] = changes.updates.add_column(0, _ROW, rows)
+    tables["pairs"] = appended.pairs
+    tables["pending"] = appended.pending
+    return tables, appended
 
 
 def _delta(base: EngineState, state: EngineState) -> dict[str, pa.Table] | None:

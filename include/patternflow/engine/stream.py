@@ -56,4 +56,4 @@ def write_files(outputs: ObjectStore, prefix: str, files: list[DetectionFile]) -
 
 
 def commit(state: StateStore | None, engine: DetectionEngine) -> int | None:
-    return state.commit(engine.snapshot(), engine.config) if state is not None else None
+    return state.commit(engine, engine.config) if state is not None else None

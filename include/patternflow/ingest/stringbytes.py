@@ -80,3 +80,37 @@ def all_flags(column: pa.Array | pa.ChunkedArray) -> bool:
     """Whether every value is exactly ``0`` or ``1`` (no nulls)."""
     letters = single_bytes(column)
     return letters is not None and bool(((letters == ord("0")) | (letters == ord("1"))).all())
+
+
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_FINAL = (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+
+
+def hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each value's bytes (uint64; no nulls), equal for equal values.
+
+    Eight bytes at a time, so that a batch of short names (BankSim's are 10 to 13 bytes) is two
+    vectorised steps; a value's length is part of its hash, the bytes past its end are not.
+    """
+    if column.null_count:
+        raise ValueError("cannot hash null values")
+    out = []
+    for offsets, data in _pieces(column):
+        starts = offsets[:-1].astype(np.int64)
+        lengths = np.diff(offsets).astype(np.int64)
+        padded = np.zeros(len(data) + 8, dtype=np.uint8)
+        padded[: len(data)] = data
+        words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))  # the 8 bytes from each byte on
+        hashed = lengths.astype(np.uint64) * _MULTIPLIER
+        for at in range(0, int(lengths.max(initial=0)), 8):
+            live = np.flatnonzero(lengths > at)
+            word = words[starts[live] + at]
+            left = (lengths[live] - at).astype(np.uint64)
+            short = left < 8
+            word[short] &= (np.uint64(1) << (np.uint64(8) * left[short])) - np.uint64(1)
+            mixed = (hashed[live] ^ word) * _MULTIPLIER
+            hashed[live] = mixed ^ (mixed >> np.uint64(29))
+        for multiplier in _FINAL:  # MurmurHash3's finaliser: every bit of the input moves every bit
+            hashed = (hashed ^ (hashed >> np.uint64(33))) * multiplier
+        out.append(hashed ^ (hashed >> np.uint64(33)))
+    return np.concatenate(out) if out else np.empty(0, dtype=np.uint64)

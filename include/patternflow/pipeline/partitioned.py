@@ -172,7 +172,7 @@ def detect_partition(
             table = pa.concat_tables(staged).replace_schema_metadata({_CHUNKS_METADATA: json.dumps(records).encode()})
             key = staged_key(settings, partition, first, engine.chunks_folded - 1)
             store.put(key, parquet_bytes(table))  # before the commit that counts it
-            report.state_version = state.commit(engine.snapshot(), config)
+            report.state_version = state.commit(engine, config)
             report.state_bytes = state.last_commit.chain_bytes
     finally:
         engine.close()

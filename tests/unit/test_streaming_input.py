@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patternflow.engine.detection_engine import WEIGHT_COLUMNS, initial_state, initial_state_from_batches
-from patternflow.errors import InputError
+from patternflow.errors import InputError, Problem
 from patternflow.ingest import chunking, parsing
 from patternflow.ingest.chunking import ChunkedFile, assemble, file_reader, line_batches
 from patternflow.ingest.parsing import importance_batches, parse_importance, read_importance_batches
@@ -248,6 +248,23 @@ def test_ranks_from_batches_compare_the_mean_weights_exactly():
     customers = state.customers.column(0).to_pylist()
     # C1: 3.01 / 2 = 1.505, C2: 3.01 / 2 = 1.505, C3: -0.01
     assert {customers[c]: r for c, r in ranks.items()} == {"C1": 2, "C2": 2, "C3": 1}
+
+
+def test_a_bad_batch_stops_the_start_with_its_own_error():
+    """DuckDB reads the batches as a stream; the error a batch raises (a bad file) reaches the
+    caller as it was raised, naming its file and line, not as DuckDB's message about it."""
+    read = []
+
+    def batches():
+        read.append(1)
+        yield importance_table([("C1", "M1", "1.00")])
+        read.append(2)
+        raise InputError("CustomerImportance.csv", [Problem(7, "Weight", "'x' is not a decimal")])
+        yield importance_table([("C2", "M1", "2.00")])  # never reached
+
+    with pytest.raises(InputError, match=r"CustomerImportance\.csv, line 7") as caught:
+        initial_state_from_batches(batches())
+    assert read == [1, 2] and caught.value.problems[0].field == "Weight"
 
 
 # --- replay with many windows and batches ---------------------------------------------------

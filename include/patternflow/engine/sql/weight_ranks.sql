@@ -1,7 +1,7 @@
 -- The starting state of a stream: one row per (merchant, customer) of CustomerImportance, with
--- the rank of its weight among the merchant's weights; no transactions yet. It reads the sums of
--- every batch (`weights`: `importance_merged_weights.sql`) and the smallest weight of all rows
--- in cents (`importance_low`, one row).
+-- the rank of its weight among the merchant's weights; no transactions yet. It reads the sums per
+-- pair (`weights`: `importance_weights.sql`), whose smallest `low` is the smallest weight of all
+-- rows in cents.
 --
 -- weight(c, m) = weight_cents / weight_rows is a fraction; it is only ever compared with the
 -- weights of the same merchant (UPGRADE's W10), so the state keeps its dense rank instead. The
@@ -10,7 +10,7 @@
 -- differ by at least 1 / (rows1 * rows2) >= 1 / S, hence keys at least 1 apart, in order.
 WITH bounds AS (
     SELECT
-        (SELECT low::HUGEINT FROM importance_low)                                   AS low,
+        (SELECT min(low)::HUGEINT FROM weights)                                     AS least,
         (SELECT max(weight_rows)::HUGEINT * max(weight_rows)::HUGEINT FROM weights)  AS scale
 )
 SELECT
@@ -18,7 +18,7 @@ SELECT
     customer,
     dense_rank() OVER (
         PARTITION BY merchant
-        ORDER BY (weight_cents - low * weight_rows) * scale // weight_rows
+        ORDER BY (weight_cents - least * weight_rows) * scale // weight_rows
     )::INTEGER AS weight_rank
 FROM weights, bounds
 ORDER BY merchant, customer  -- ids are given in this order: the same on any number of threads

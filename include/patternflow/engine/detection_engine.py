@@ -293,14 +293,14 @@ class DetectionEngine:
         )
         if not found:
             return []
-        emitted = columns.from_columns(list(zip(*found, strict=True)), _EMITTED_IDS_SCHEMA)
-        self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
         patterns, actions, customers, merchants = (list(values) for values in zip(*found, strict=True))
+        emitted = columns.from_columns([patterns, actions, customers, merchants], _EMITTED_IDS_SCHEMA)
+        self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
         names = iter(self.customers.names_of([c for c in customers if c != _NO_CUSTOMER]))
         customer_names = [next(names) if c != _NO_CUSTOMER else "" for c in customers]
-        by_name = list(zip(patterns, actions, customer_names, self.merchants.names_of(merchants), strict=True))
-        self._emitted_by_name.append(columns.from_columns(list(zip(*by_name, strict=True)), EMITTED_SCHEMA))
-        return by_name
+        merchant_names = self.merchants.names_of(merchants)
+        self._emitted_by_name.append(columns.from_columns([patterns, actions, customer_names, merchant_names], EMITTED_SCHEMA))
+        return list(zip(patterns, actions, customer_names, merchant_names, strict=True))
 
     def _query(self, name: str, fetch: Callable[[duckdb.DuckDBPyConnection], _Result], **inputs: pa.Table) -> _Result:
         """Run the prepared ``sql/<name>.sql`` over the given input tables and fetch its result;

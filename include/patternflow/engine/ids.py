@@ -42,17 +42,19 @@ class IdDictionary:
         """
         encoded = pc.dictionary_encode(_strings(values))
         distinct = encoded.dictionary  # in order of first appearance
-        ids = self._find(distinct)
+        hashes = stringbytes.hashes(distinct)
+        ids = self._find(distinct, hashes)
         new = np.flatnonzero(ids < 0)
         if len(new):
             first = len(self._array)
             ids[new] = np.arange(first, first + len(new), dtype=np.int32)
-            self._add(distinct.take(columns.from_numpy(new, pa.int64())))
+            self._add(distinct.take(columns.from_numpy(new, pa.int64())), hashes[new])
         return ids[columns.to_numpy(encoded.indices)]
 
     def lookup(self, names: list[str]) -> np.ndarray:
         """Ids of names that must already be known (``KeyError`` otherwise)."""
-        ids = self._find(columns.strings(names))
+        asked = columns.strings(names)
+        ids = self._find(asked, stringbytes.hashes(asked))
         if (ids < 0).any():
             raise KeyError(names[int(np.flatnonzero(ids < 0)[0])])
         return ids
@@ -61,20 +63,20 @@ class IdDictionary:
         """The names of the given ids."""
         return self._array.take(columns.from_numpy(np.asarray(ids, dtype=np.int32), pa.int32())).to_pylist()
 
-    def _find(self, distinct: pa.Array) -> np.ndarray:
-        """The id of each of the distinct ``names``, -1 for a name not met before."""
+    def _find(self, distinct: pa.Array, hashes: np.ndarray) -> np.ndarray:
+        """The id of each of the ``distinct`` names (their ``hashes`` given), -1 for a name not met before."""
 
         def same(ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
             known = self._array.take(columns.from_numpy(ids, pa.int32()))
             asked = distinct.take(columns.from_numpy(positions, pa.int64()))
             return columns.to_numpy(pc.cast(pc.equal(known, asked), pa.uint8())).astype(bool)  # no pandas
 
-        return self._index.lookup(stringbytes.hashes(distinct), same)
+        return self._index.lookup(hashes, same)
 
-    def _add(self, new: pa.Array) -> None:
-        """Give names not met before the next ids."""
+    def _add(self, new: pa.Array, hashes: np.ndarray) -> None:
+        """Give names not met before (their ``hashes`` given) the next ids."""
         first = len(self._array)
-        self._index.insert(stringbytes.hashes(new), np.arange(first, first + len(new), dtype=np.int32))
+        self._index.insert(hashes, np.arange(first, first + len(new), dtype=np.int32))
         self._array = pa.concat_arrays([self._array, new])
 
     def to_table(self) -> pa.Table:

@@ -66,10 +66,13 @@ def expected_thresholds(table: list[dict], merchants: np.ndarray, count_q: Decim
 # customers without a weight, one transaction each, bring P90 down to 1: customer 0 qualifies
 # in a chunk that does not touch it.
 @example(ranks=[[1, 2]], chunks=[[(0, 0), (1, 0), (1, 0), (1, 0)], [(c, 0) for c in range(2, 11)]])
+# Ten customers, one transaction each, put W10 at the least rank (1); an eleventh brings it to
+# the second least (2): customer 1 (rank 2) qualifies in a chunk that does not touch it.
+@example(ranks=[[1, 2, *[3] * 9]], chunks=[[(c, 0) for c in range(10)], [(10, 0)]])
 def test_upgrade_thresholds_follow_the_folds(ranks, chunks):
     """After every fold the thresholds equal those computed from scratch, and the pairs returned
-    hold every pair within W10 that newly qualifies without the chunk touching it; aggregates
-    rebuilt from a snapshot (a resumed stream) return every pair within W10."""
+    are pairs that qualify, among them every pair that newly qualifies without the chunk touching
+    it; aggregates rebuilt from a snapshot (a resumed stream) return every pair that qualifies."""
     count_q, weight_q = Decimal("0.9"), Decimal("0.1")
     aggregates = PairAggregates(starting_pairs(ranks), 12, 4)
     qualified: set[int] = set()
@@ -86,13 +89,14 @@ def test_upgrade_thresholds_follow_the_folds(ranks, chunks):
 
         found = aggregates.upgrade_thresholds(large, count_q, weight_q)
         assert dict(zip(found.merchants.tolist(), zip(found.p90_n.tolist(), found.w10_rank.tolist(), strict=True), strict=True)) == expected
-        assert set(found.pairs.tolist()) <= within_w10
+        assert set(found.pairs.tolist()) <= now
         assert now - qualified - set(touched.tolist()) <= set(found.pairs.tolist())
+        assert len(found.pairs) == len(set(found.pairs.tolist()))
         qualified = now
 
         resumed = PairAggregates(aggregates.to_table(), 12, 4).upgrade_thresholds(large, count_q, weight_q)
         assert resumed.p90_n.tolist() == found.p90_n.tolist() and resumed.w10_rank.tolist() == found.w10_rank.tolist()
-        assert sorted(resumed.pairs.tolist()) == sorted(within_w10)
+        assert sorted(resumed.pairs.tolist()) == sorted(now)
 
 
 @settings(max_examples=100, deadline=None)

@@ -16,9 +16,10 @@ instead, each from a small structure that a fold changes only where the chunk di
   histogram's running sum reaches k (a few hundred buckets, not thousands of pairs).
 - weights: weight ranks never change (they are fixed when the stream starts), and a pair joins
   the merchant's customers only once, at its first transaction. The weighted pairs are sorted by
-  (merchant, rank) once; a 0/1 flag per sorted position marks the customers, and the k-th
-  smallest rank is where the merchant's flags' running sum reaches k. The pairs whose rank is at
-  most W10 are then a prefix of the merchant's sorted run.
+  (merchant, rank) once; a 0/1 count per sorted position marks the customers, in a Fenwick tree
+  (``patternflow.engine.fenwick``), and the k-th smallest rank is the position where the
+  merchant's running sum reaches k: about log2(pairs) steps, not a sum over the merchant's
+  pairs. The pairs whose rank is at most W10 are then a prefix of the merchant's sorted run.
 
 A commit writes what changed since the last one (``patternflow.engine.state``): the aggregates
 mark the pairs a fold changes, so that the changes are read off those marks (``changes``), never
@@ -33,6 +34,7 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
+from patternflow.engine.fenwick import FenwickTree
 from patternflow.engine.hash_index import HashIndex
 from patternflow.ingest import columns
 
@@ -76,8 +78,8 @@ class UpgradeThresholds:
     w10_rank: np.ndarray
     """Per merchant: the greatest weight rank that is <= W10; 0 when no customer has a weight."""
     pairs: np.ndarray
-    """Ids of weighted pairs with weight_rank <= w10_rank (customers or not), at the merchants
-    whose thresholds loosened since the last call."""
+    """Ids of the pairs that meet the thresholds now and, their counts as they are, did not meet
+    the last call's: at the merchants whose thresholds loosened (see ``upgrade_thresholds``)."""
 
 
 class PairAggregates:
@@ -108,7 +110,8 @@ class PairAggregates:
         self._runs = np.searchsorted(merchant[self._by_rank], np.arange(merchants + 1))
         self._position = np.full(self.size, -1, dtype=np.int64)  # of a weighted pair in _by_rank
         self._position[self._by_rank] = np.arange(len(self._by_rank))
-        self._is_customer = customer[self._by_rank].astype(np.int32)
+        self._customers_by_rank = FenwickTree(customer[self._by_rank])
+        """1 at each position of ``_by_rank`` that is a customer (n >= 1)."""
         self._last_thresholds: dict[int, tuple[int, int]] = {}
         """merchant -> (p90_n, w10_rank) at the last ``upgrade_thresholds`` call."""
         self._changed = np.zeros(len(self._columns["n"]), dtype=bool)
@@ -136,6 +139,10 @@ class PairAggregates:
             pairs = self._index.lookup(customers, merchants)
         return pairs
 
+    def known_pair_ids(self, customers: np.ndarray, merchants: np.ndarray) -> np.ndarray:
+        """The pair id of each (customer, merchant), -1 for a pair never met."""
+        return self._index.lookup(customers, merchants)
+
     def add(self, pair: np.ndarray, n: np.ndarray, cents: np.ndarray, genders: np.ndarray) -> None:
         """Add a chunk's per-pair sums (each pair at most once) to the state."""
         columns = self._columns
@@ -159,7 +166,7 @@ class PairAggregates:
         first = pair[old_n == 0]
         if len(first):
             positions = self._position[first[first < len(self._position)]]
-            self._is_customer[positions[positions >= 0]] = 1
+            self._customers_by_rank.add(positions[positions >= 0])
 
     def _count_moves(self, merchant: np.ndarray, old_n: np.ndarray, new_n: np.ndarray) -> None:
         """Move each pair of ``merchant`` from the bucket of its old count to its new one."""
@@ -180,28 +187,61 @@ class PairAggregates:
         v >= quantile_cont(q) <=> v >= x_(ceil(h) + 1), and v <= quantile_cont(q) <=> v <= x_(floor(h) + 1),
         since no value lies strictly between x_(floor(h) + 1) and x_(ceil(h) + 1).
 
-        A pair the chunk did not touch can only newly qualify when its merchant's thresholds
-        loosened (p90_n fell or w10_rank rose) or its merchant was not among the last call's; only
-        those merchants' pairs within W10 are returned. The last call's thresholds are not part
-        of the state: after a restart every merchant's pairs are returned once.
+        A pair the chunk did not touch keeps its count, so it can only newly qualify when its
+        merchant's thresholds loosened: its count is now >= P90 and was below the last call's,
+        or its rank is now <= W10 and was above the last call's. Those pairs are returned, and
+        every qualifying pair of a merchant that was not among the last call's. The last call's
+        thresholds are not part of the state: after a restart every qualifying pair is returned once.
         """
-        p90 = np.zeros(len(merchants), dtype=np.int64)
+        merchants = np.asarray(merchants, dtype=np.int64)
+        counts = np.cumsum(self.count_histogram[merchants], axis=1)  # a few hundred buckets a merchant
+        wanted = [_order_statistic(int(total), count_quantile, above=True) for total in counts[:, -1].tolist()]
+        p90 = (counts < np.array(wanted, dtype=np.int64)[:, None]).sum(axis=1)
+        weighted = merchants + 1 < len(self._runs)  # a merchant met after the stream's start has no weights
+        first, end = np.zeros(len(merchants), dtype=np.int64), np.zeros(len(merchants), dtype=np.int64)
+        first[weighted], end[weighted] = self._runs[merchants[weighted]], self._runs[merchants[weighted] + 1]
+        before, customers = np.zeros(len(merchants), dtype=np.int64), np.zeros(len(merchants), dtype=np.int64)
+        if weighted.any():
+            before[weighted] = self._customers_by_rank.prefix(first[weighted])
+            customers[weighted] = self._customers_by_rank.prefix(end[weighted]) - before[weighted]
         w10 = np.zeros(len(merchants), dtype=np.int32)
-        prefixes = []
+        ranked = np.flatnonzero(customers > 0)
+        if len(ranked):
+            k = [_order_statistic(int(c), weight_quantile, above=False) for c in customers[ranked].tolist()]
+            w10[ranked] = self._sorted_ranks[self._customers_by_rank.position_of(before[ranked] + np.array(k, dtype=np.int64))]
         last, self._last_thresholds = self._last_thresholds, {}
+        found = []
         for i, m in enumerate(merchants.tolist()):
-            counts = np.cumsum(self.count_histogram[m])
-            p90[i] = np.searchsorted(counts, _order_statistic(int(counts[-1]), count_quantile, above=True))
-            first, end = (self._runs[m], self._runs[m + 1]) if m + 1 < len(self._runs) else (0, 0)  # no weights: new merchant
-            flags = np.cumsum(self._is_customer[first:end])
-            if len(flags) and flags[-1]:
-                w10[i] = self._sorted_ranks[first + np.searchsorted(flags, _order_statistic(int(flags[-1]), weight_quantile, above=False))]
-            before = last.get(m)
-            self._last_thresholds[m] = (int(p90[i]), int(w10[i]))
-            if w10[i] and (before is None or p90[i] < before[0] or w10[i] > before[1]):
-                prefixes.append(self._by_rank[first : first + np.searchsorted(self._sorted_ranks[first:end], w10[i], side="right")])
-        pairs = np.concatenate(prefixes) if prefixes else np.empty(0, dtype=np.int32)
+            now = (int(p90[i]), int(w10[i]))
+            self._last_thresholds[m] = now
+            was = last.get(m)
+            if now[1] and (was is None or now[0] < was[0] or now[1] > was[1]):
+                found.append(self._newly_within(int(first[i]), int(end[i]), now, was))
+        pairs = np.concatenate(found) if found else np.empty(0, dtype=np.int32)
         return UpgradeThresholds(merchants, p90, w10, pairs)
+
+    def _newly_within(self, first: int, end: int, now: tuple[int, int], was: tuple[int, int] | None) -> np.ndarray:
+        """The weighted pairs at positions first .. end-1 of ``_by_rank`` (one merchant) that meet
+        the thresholds ``now`` = (p90_n, w10_rank) and, with their counts as they are, did not
+        meet ``was`` (None: every pair that meets ``now``)."""
+        ranks = self._sorted_ranks[first:end]
+        n = self._columns["n"]
+        least_n = max(1, now[0])
+
+        def meeting(pairs: np.ndarray, below_n: int | None = None) -> np.ndarray:
+            counts = n[pairs]
+            keep = counts >= least_n
+            if below_n is not None:
+                keep &= counts < below_n
+            return pairs[keep]
+
+        within = first + int(np.searchsorted(ranks, now[1], side="right"))
+        if was is None:
+            return meeting(self._by_rank[first:within])
+        # ranks already within the last W10: qualify now only by a fall of P90
+        kept = first + int(np.searchsorted(ranks, min(now[1], was[1]), side="right"))
+        by_count = meeting(self._by_rank[first:kept], below_n=was[0]) if now[0] < was[0] else np.empty(0, dtype=np.int32)
+        return np.concatenate([by_count, meeting(self._by_rank[kept:within])])  # ranks newly within W10
 
     def inputs(self, pair: np.ndarray, upgrade: UpgradeThresholds) -> tuple[pa.Table, pa.Table]:
         """The pattern queries' two inputs: the given pairs (``CANDIDATES_SCHEMA``), each with its

@@ -27,6 +27,7 @@ from patternflow.engine.aggregates import CANDIDATES_SCHEMA, FEMALE, MALE, MERCH
 from patternflow.engine.clock import Clock, iso_ist, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detections import Detection, DetectionFile, cut_files, pending_rows, pending_table
+from patternflow.engine.emitted_keys import KEYS_SCHEMA, NO_CUSTOMER, EmittedKeys
 from patternflow.engine.ids import IdDictionary
 from patternflow.ingest import columns, schema, stringbytes
 
@@ -50,24 +51,18 @@ _GENDER_BIT_OF_BYTE = np.full(256, OTHER_GENDER, dtype=np.uint8)
 _GENDER_BIT_OF_BYTE[[ord(g) for g in _GENDER_BITS]] = list(_GENDER_BITS.values())
 _AMOUNT_BOUND = Decimal(10) ** 10
 """No amount, and so no average amount, reaches it in size (decimal128(12, 2))."""
-_NO_CUSTOMER = -1
 _EMITTED_PARTS = 64
 """Tables of emitted keys by name kept apart (one a chunk that found any) before they are joined."""
-"""The customer id of DEI-NEEDED detections, whose customerName is empty."""
 _CHUNK_SCHEMA = pa.schema([("pair", pa.int32()), ("cents", pa.int64()), ("gender", pa.uint8())])
 EMITTED_SCHEMA = pa.schema(
     [("pattern_id", pa.string()), ("action_type", pa.string()), ("customer", pa.string()), ("merchant", pa.string())]
 )
 """Every detection key emitted so far, by name (the state's form)."""
-_EMITTED_IDS_SCHEMA = pa.schema(
-    [("pattern_id", pa.string()), ("action_type", pa.string()), ("customer", pa.int32()), ("merchant", pa.int32())]
-)
-"""The same by dense id (the engine's form, read by ``new_detections.sql``)."""
 _INPUT_SCHEMAS = {
     "chunk": _CHUNK_SCHEMA,
     "candidates": CANDIDATES_SCHEMA,
     "merchants": MERCHANTS_SCHEMA,
-    "emitted": _EMITTED_IDS_SCHEMA,
+    "emitted": KEYS_SCHEMA,
 }
 _Result = TypeVar("_Result")
 
@@ -164,7 +159,7 @@ class DetectionEngine:
         # DuckDB holds no data: every query reads Arrow inputs that the engine keeps.
         self.con = duckdb.connect(config={"threads": 1})
         self._define_thresholds()
-        self.emitted = self._emitted_ids(state.emitted)
+        self._emitted = self._emitted_keys(state.emitted)
         self._emitted_by_name = [state.emitted]
         """The emitted keys by name, added to as they are found: a commit never converts them all."""
         # Registered once: each chunk only swaps the tables behind them (registering costs as
@@ -213,20 +208,22 @@ class DetectionEngine:
                 kind = "BIGINT"
             self.con.execute(f"CREATE MACRO {name}() AS CAST('{format(value, 'f')}' AS {kind})").fetchall()
 
-    def _emitted_ids(self, emitted: pa.Table) -> pa.Table:
-        if not emitted.num_rows:
-            return columns.empty(_EMITTED_IDS_SCHEMA)
-        customers = emitted.column("customer").to_pylist()
-        ids = iter(self.customers.lookup([c for c in customers if c]).tolist())
-        return columns.table(
-            {
-                "pattern_id": emitted.column("pattern_id"),
-                "action_type": emitted.column("action_type"),
-                "customer": [next(ids) if c else _NO_CUSTOMER for c in customers],
-                "merchant": self.merchants.lookup(emitted.column("merchant").to_pylist()),
-            },
-            _EMITTED_IDS_SCHEMA,
-        )
+    def _emitted_keys(self, emitted: pa.Table) -> EmittedKeys:
+        keys = EmittedKeys(PATTERNS)
+        if emitted.num_rows:
+            customers = emitted.column("customer").to_pylist()
+            ids = iter(self.customers.lookup([c for c in customers if c]).tolist())
+            customer_ids = np.array([next(ids) if c else NO_CUSTOMER for c in customers], dtype=np.int32)
+            merchant_ids = self.merchants.lookup(emitted.column("merchant").to_pylist())
+            keys.add(emitted.column("pattern_id").to_pylist(), self._pair_ids(customer_ids, merchant_ids), merchant_ids)
+        return keys
+
+    def _pair_ids(self, customers: np.ndarray, merchants: np.ndarray) -> np.ndarray:
+        """The pair id of each key's (customer, merchant), -1 for a key with no customer."""
+        pairs = np.full(len(customers), -1, dtype=np.int32)
+        own = customers != NO_CUSTOMER
+        pairs[own] = self.aggregates.known_pair_ids(customers[own], merchants[own])
+        return pairs
 
     @property
     def pending(self) -> int:
@@ -287,17 +284,21 @@ class DetectionEngine:
         aggregates, config = self.aggregates, self.config
         large = np.flatnonzero(aggregates.total[: aggregates.merchants] > config.upgrade_min_merchant_transactions)
         upgrade = aggregates.upgrade_thresholds(large, config.upgrade_count_quantile, config.upgrade_weight_quantile)
-        candidates, merchants = aggregates.inputs(_union(touched, upgrade.pairs, aggregates.size), upgrade)
+        pairs = _union(touched, upgrade.pairs)
+        candidates, merchants = aggregates.inputs(pairs, upgrade)
+        emitted = self._emitted.among(
+            pairs, columns.to_numpy(candidates.column("customer")), columns.to_numpy(candidates.column("merchant"))
+        )
         found = self._query(
-            "new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants, emitted=self.emitted
+            "new_detections", duckdb.DuckDBPyConnection.fetchall, candidates=candidates, merchants=merchants, emitted=emitted
         )
         if not found:
             return []
         patterns, actions, customers, merchants = (list(values) for values in zip(*found, strict=True))
-        emitted = columns.from_columns([patterns, actions, customers, merchants], _EMITTED_IDS_SCHEMA)
-        self.emitted = pa.concat_tables([self.emitted, emitted]).combine_chunks()
-        names = iter(self.customers.names_of([c for c in customers if c != _NO_CUSTOMER]))
-        customer_names = [next(names) if c != _NO_CUSTOMER else "" for c in customers]
+        customer_ids, merchant_ids = np.array(customers, dtype=np.int32), np.array(merchants, dtype=np.int32)
+        self._emitted.add(patterns, self._pair_ids(customer_ids, merchant_ids), merchant_ids)
+        names = iter(self.customers.names_of([c for c in customers if c != NO_CUSTOMER]))
+        customer_names = [next(names) if c != NO_CUSTOMER else "" for c in customers]
         merchant_names = self.merchants.names_of(merchants)
         self._emitted_by_name.append(columns.from_columns([patterns, actions, customer_names, merchant_names], EMITTED_SCHEMA))
         return list(zip(patterns, actions, customer_names, merchant_names, strict=True))
@@ -354,7 +355,7 @@ class DetectionEngine:
     def committed(self, commit_id: str | None) -> None:
         """The state as it is now is the committed version ``commit_id``: ``changes`` counts from here."""
         self.committed_as = commit_id
-        self._committed_sizes = (len(self.customers), len(self.merchants), self.emitted.num_rows)
+        self._committed_sizes = (len(self.customers), len(self.merchants), self._emitted.count)
         self.aggregates.mark_unchanged()
 
     def _counters(self) -> dict:
@@ -376,18 +377,15 @@ class DetectionEngine:
         self.con.close()
 
 
-def _union(first: np.ndarray, second: np.ndarray, size: int) -> np.ndarray:
-    """The distinct ids in either array (ids below ``size``), ``first`` holding each id once.
+def _union(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The distinct ids in either array, each holding its ids once.
 
-    ``second`` (UPGRADE's loosened pairs) is empty at most chunks, and then nothing is done;
-    otherwise a mask over all ids, cheaper than sorting them.
+    ``second`` (the pairs UPGRADE's loosened thresholds qualify) is empty at most chunks, and a
+    few pairs at the others: it is checked against ``first``, never a mask over every pair.
     """
     if not len(second):
         return first
-    seen = np.zeros(size, dtype=bool)
-    seen[first] = True
-    seen[second] = True
-    return np.flatnonzero(seen).astype(np.int32)
+    return np.concatenate([first, second[~np.isin(second, first)]]).astype(np.int32, copy=False)
 
 
 def _cents(amounts: pa.ChunkedArray) -> np.ndarray:

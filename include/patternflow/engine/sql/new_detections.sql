@@ -1,7 +1,7 @@
 -- Detections that qualify now and were never emitted: the three patterns' rows less the keys in
--- `emitted` (Arrow: every detection key emitted so far, by dense id; customer -1 is "no
--- customer", DEI-NEEDED's empty customerName). The engine records the rows returned as emitted
--- and orders them by (pattern_id, merchant, customer).
+-- `emitted` (Arrow: the detection keys emitted so far, by dense id, of every pair in `candidates`
+-- and of every merchant; customer -1 is "no customer", DEI-NEEDED's empty customerName). The
+-- engine records the rows returned as emitted and orders them by (pattern_id, merchant, customer).
 SELECT d.pattern_id, d.action_type, d.customer, d.merchant
 FROM (
     SELECT * FROM pattern_upgrade

@@ -136,7 +136,7 @@ class PairAggregates:
             new_customers, new_merchants = (new >> 32).astype(np.int32), (new & 0xFFFFFFFF).astype(np.int32)
             self._append(new_customers, new_merchants)
             self._index.add(new_customers, new_merchants, np.arange(first, self.size, dtype=np.int32))
-            pairs = self._index.lookup(customers, merchants)
+            pairs[missing] = self._index.lookup(customers[missing], merchants[missing])
         return pairs
 
     def known_pair_ids(self, customers: np.ndarray, merchants: np.ndarray) -> np.ndarray:

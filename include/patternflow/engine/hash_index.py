@@ -19,7 +19,7 @@ import numpy as np
 
 Same = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``same(ids, positions)``: whether each id's key is the key at the same place of ``positions``
-(indexes into the batch looked up), for ids whose hash is that key's."""
+(indexes into the batch looked up, in increasing order), for ids whose hash is that key's."""
 
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
 """2^64 / golden ratio: multiplying by it spreads any 64-bit keys over the top bits."""

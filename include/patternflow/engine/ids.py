@@ -68,7 +68,8 @@ class IdDictionary:
 
         def same(ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
             known = self._array.take(columns.from_numpy(ids, pa.int32()))
-            asked = distinct.take(columns.from_numpy(positions, pa.int64()))
+            # positions are in order: all of them when every name was found (most chunks)
+            asked = distinct if len(positions) == len(distinct) else distinct.take(columns.from_numpy(positions, pa.int64()))
             return columns.to_numpy(pc.cast(pc.equal(known, asked), pa.uint8())).astype(bool)  # no pandas
 
         return self._index.lookup(hashes, same)

@@ -17,8 +17,10 @@ done); the stream's state (rows waiting for a file, the next file's number, chun
 committed first, after the files it counts, and only then the partitions'. No partition is ever
 committed ahead of the stream, so on resume each partition starts from its own committed chunk,
 folds again the chunks it lacks up to the stream's (their detections are already in the files
-or the rows waiting, and are dropped) and the merge goes on from the stream's chunk. Workers
-die with the replay (Linux), so none commits after a SIGKILL of it.
+or the rows waiting, and are dropped) and the merge goes on from the stream's chunk. When the
+stream's newest state is damaged and its load falls back to an earlier version, each partition
+resumes from its own newest version at or before that one. Workers die with the replay (Linux),
+so none commits after a SIGKILL of it.
 """
 
 from __future__ import annotations
@@ -239,6 +241,9 @@ class _FolderSpec:
     snapshot_every: int
     snapshot_bytes: int
     clock: Clock
+    resume_at: int
+    """The stream's position: a partition committed ahead of it (the stream's state fell back to
+    an earlier version) resumes from its own version at or before it."""
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,9 @@ class _PartitionFolder:
             else None
             for k in spec.mine
         ]
-        self.engines = open_partitions(self.states, self._importance, spec.config, spec.mine, spec.partitions, spec.clock)
+        self.engines = open_partitions(
+            self.states, self._importance, spec.config, spec.mine, spec.partitions, spec.clock, at_most_chunks=spec.resume_at
+        )
         self.parser = ThreadPoolExecutor(max_workers=1)
         self.parsed: dict[int, tuple[Future[pa.Table], datetime]] = {}
 
@@ -528,7 +535,7 @@ class _PartitionedRun:
         if not stream.chunks_merged and not stream.finished:  # a new stream: no file of an earlier replay may stay
             outputs.delete([path.name for path in Path(out).glob("detection_*.csv") if DETECTION_FILE.fullmatch(path.name)])
         if not stream.finished:
-            specs = self._specs(source, str(importance), config, state_dir)
+            specs = self._specs(source, str(importance), config, state_dir, stream.chunks_merged)
             with _OpenFolders(_InProcess(specs[0]) if len(specs) == 1 else _WorkerProcesses(specs)) as folders:
                 self._merge(folders, stream, state, source, outputs, summary, on_chunk)
                 summary.files += write_files(outputs, "", stream.finish())
@@ -539,7 +546,9 @@ class _PartitionedRun:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _specs(self, source: _Source, importance: str, config: DetectionConfig, state_dir: str | Path | None) -> list[_FolderSpec]:
+    def _specs(
+        self, source: _Source, importance: str, config: DetectionConfig, state_dir: str | Path | None, resume_at: int
+    ) -> list[_FolderSpec]:
         """Partition k goes to worker k mod jobs."""
         jobs = max(1, min(self.jobs or os.cpu_count() or 1, self.partitions))
         folder = None if state_dir is None else str(state_dir)
@@ -554,6 +563,7 @@ class _PartitionedRun:
                 self.snapshot_every,
                 self.snapshot_bytes,
                 self.clock,
+                resume_at,
             )
             for worker in range(jobs)
         ]

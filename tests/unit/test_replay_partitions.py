@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patternflow.cli import main
-from patternflow.engine.state import StateStore
+from patternflow.engine.state import StateError, StateStore
 from patternflow.engine.store import LocalStore
 from patternflow.ingest.parsing import read_importance, read_transactions
 from patternflow.replay import PARTITIONING, replay
@@ -233,3 +233,41 @@ def test_a_bad_line_read_by_a_worker_is_reported_as_by_one_engine(small_banksim,
     args[2] = str(bad)
     assert main(args) == 2
     assert f"{bad}, line 12345, field '" in capsys.readouterr().err
+
+
+def test_partitions_committed_ahead_of_a_stream_state_that_fell_back_resume_from_their_own_earlier_version(
+    small_banksim, one_engine, tmp_path, caplog
+):
+    """The stream's newest state damaged: its load falls back a version, behind its partitions'
+    newest. Each partition resumes from its newest version at or before the stream's, and the
+    files end as one engine's, none repeated or lost."""
+    config, state = lively_config(5_000), tmp_path / "state"
+    args = (small_banksim.transactions, small_banksim.importance, tmp_path / "out", config, state)
+    with pytest.raises(Crash):
+        replay(*args, on_chunk=crash_after(7), commit_every=0, partitions=3, jobs=1)
+    assert committed_chunks(state) == 7 and {committed_chunks(state, f"partitions/{k}") for k in range(3)} == {7}
+    newest = max(StateStore(LocalStore(state)).versions())
+    pending = state / f"versions/{newest:010d}/pending.parquet"
+    pending.write_bytes(pending.read_bytes()[:-40])  # the stream's version of chunk 7, truncated
+    assert StateStore(LocalStore(state)).load().state.chunks_folded == 6
+
+    resumed = replay(*args, commit_every=0, partitions=3, jobs=1)
+    assert "is damaged" in caplog.text
+    assert resumed.first_chunk == 6
+    assert without_times(read_files(tmp_path / "out")) == one_engine
+    assert {committed_chunks(state, f"partitions/{k}") for k in range(3)} == {committed_chunks(state)} == {12}
+
+
+def test_a_partition_with_no_version_at_or_before_the_streams_is_an_error_naming_it(small_banksim, tmp_path):
+    config, state = lively_config(5_000), tmp_path / "state"
+    args = (small_banksim.transactions, small_banksim.importance, tmp_path / "out", config, state)
+    with pytest.raises(Crash):
+        replay(*args, on_chunk=crash_after(3), commit_every=0, partitions=2, jobs=1)
+    newest = max(StateStore(LocalStore(state)).versions())
+    (state / f"versions/{newest:010d}/pending.parquet").write_bytes(b"damaged")  # the stream falls back to chunk 2
+    partition = StateStore(LocalStore(state / "partitions/1"))
+    for version in partition.versions()[:-1]:  # partition 1 keeps only its version of chunk 3
+        for path in (state / f"partitions/1/versions/{version:010d}").iterdir():
+            path.unlink()
+    with pytest.raises(StateError, match=r"partition 1: .* at most 2 chunks .* reset the stream"):
+        replay(*args, commit_every=0, partitions=2, jobs=1)

@@ -30,7 +30,7 @@ from patternflow.engine.clock import Clock, now_ist
 from patternflow.engine.config import DetectionConfig
 from patternflow.engine.detection_engine import ChunkResult, DetectionEngine, EngineState, StateChanges, WeightRanks, initial_state
 from patternflow.engine.detections import Detection, DetectionFile, cut_files, pending_rows, pending_table
-from patternflow.engine.state import StateStore
+from patternflow.engine.state import LoadedState, StateError, StateStore
 from patternflow.engine.stream import check_same_config
 from patternflow.ingest import columns
 
@@ -142,11 +142,13 @@ def open_partitions(
     wanted: Sequence[int],
     partitions: int,
     clock: Clock = now_ist,
+    at_most_chunks: int | None = None,
 ) -> list[PartitionEngine]:
     """Several partitions of one stream in one process (``states[i]`` is partition ``wanted[i]``'s),
     each as ``PartitionEngine.open`` opens it, but with CustomerImportance read once for all of
-    those that start rather than once each."""
-    loaded = [state.load() if state is not None else None for state in states]
+    those that start rather than once each. ``at_most_chunks``: the stream's own position, which
+    no partition may be ahead of (``StateStore.load``)."""
+    loaded = [_load(state, k, at_most_chunks) for k, state in zip(wanted, states, strict=True)]
     for found in loaded:
         if found is not None:
             check_same_config(found.config, config)
@@ -162,6 +164,15 @@ def open_partitions(
             engine.close()
         raise
     return engines
+
+
+def _load(state: StateStore | None, partition: int, at_most_chunks: int | None) -> LoadedState | None:
+    if state is None:
+        return None
+    try:
+        return state.load(at_most_chunks)
+    except StateError as exc:
+        raise StateError(f"partition {partition}: {exc}") from None
 
 
 _END = object()

@@ -224,22 +224,31 @@ class StateStore:
             self._base = _Base(version, manifest, None, dict(manifest.get("kept", {})))
         return version, manifest
 
-    def load(self) -> LoadedState | None:
-        """The newest intact committed state, or None for a stream that has not started."""
+    def load(self, at_most_chunks: int | None = None) -> LoadedState | None:
+        """The newest intact committed state, or None for a stream that has not started.
+
+        ``at_most_chunks``: the newest intact one that has folded at most that many chunks, for
+        a part of a stream whose other part fell back to an earlier version (a merchant
+        partition behind its stream's state); versions ahead of it are passed over, not damaged.
+        """
         version, manifest = self._read_current()
         if self._seen == (None, None):
             return None
-        if version is not None:  # the normal case: CURRENT and its chain are intact, no listing needed
+        skipped: list[int] = []
+        newest = None
+        if version is not None and not _ahead(manifest, at_most_chunks):  # the normal case: no listing needed
             try:
                 return self._loaded(version, manifest, self._read(manifest))
             except _DAMAGE as exc:
                 log.error("state version %s is damaged (%s); trying the version before it", version, exc)
                 skipped, newest = [version], version - 1
-        else:
-            skipped, newest = [], None
+        elif version is not None:
+            newest = version - 1
         for candidate in sorted((v for v in self.versions() if newest is None or v <= newest), reverse=True):
             try:
                 manifest = json.loads(self.store.get(self._version_key(candidate, "manifest.json")))
+                if _ahead(manifest, at_most_chunks):
+                    continue
                 loaded = self._read(manifest)
             except _DAMAGE as exc:
                 log.error("state version %s is damaged (%s); trying the version before it", candidate, exc)
@@ -248,6 +257,11 @@ class StateStore:
             if skipped:
                 log.error("state recovered from version %s after skipping damaged versions %s", candidate, skipped)
             return self._loaded(candidate, manifest, loaded, tuple(skipped))
+        if at_most_chunks is not None:
+            raise StateError(
+                f"no intact state version under {self.prefix or 'the state root'} has folded at most {at_most_chunks} chunks "
+                f"(damaged versions: {skipped}); reset the stream"
+            )
         raise StateError(f"no intact state version under {self.prefix or 'the state root'}: damaged versions {skipped}")
 
     def _loaded(self, version: int, manifest: dict, state: EngineState, skipped: tuple[int, ...] = ()) -> LoadedState:
@@ -448,6 +462,13 @@ def _inline_links(manifest: dict) -> list[_Link]:
     """The chain a manifest of the earlier format wrote out whole, objects and all (empty for
     the current format, whose chain is version numbers)."""
     return [_Link(link["version"], link["kind"], link["objects"]) for link in manifest.get("chain", []) if isinstance(link, dict)]
+
+
+def _ahead(manifest: dict, at_most_chunks: int | None) -> bool:
+    """Whether ``manifest``'s version has folded more than ``at_most_chunks`` chunks (a manifest
+    that does not say is left to be found damaged when it is read)."""
+    folded = manifest.get("chunks_folded") if isinstance(manifest, dict) else None
+    return at_most_chunks is not None and isinstance(folded, int) and folded > at_most_chunks
 
 
 def _fallbacks(base: _Base | None) -> dict[str, list[int]]:

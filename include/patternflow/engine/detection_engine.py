@@ -223,6 +223,8 @@ class DetectionEngine:
         pairs = np.full(len(customers), -1, dtype=np.int32)
         own = customers != NO_CUSTOMER
         pairs[own] = self.aggregates.known_pair_ids(customers[own], merchants[own])
+        if (pairs[own] < 0).any():  # a state no engine wrote: its keys would not be found again
+            raise ValueError("an emitted detection key names a (customer, merchant) pair the state does not hold")
         return pairs
 
     @property

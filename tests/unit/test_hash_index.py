@@ -48,3 +48,14 @@ def test_ids_go_in_in_order():
     index.insert(np.array([1, 2], dtype=np.uint64), np.array([0, 1], dtype=np.int32))
     with pytest.raises(ValueError, match="in order"):
         index.insert(np.array([3], dtype=np.uint64), np.array([5], dtype=np.int32))
+
+
+def test_a_batch_larger_than_one_placement_block_is_found_whole():
+    """A stream's start inserts millions of pairs at once: they are placed a block at a time."""
+    from patternflow.engine import hash_index
+
+    keys = np.unique(np.random.default_rng(7).integers(0, 2**63, size=3 * hash_index._PLACED_AT_ONCE + 5, dtype=np.uint64))
+    index = HashIndex()
+    index.insert(keys, np.arange(len(keys), dtype=np.int32))
+    assert np.array_equal(index.lookup(keys), np.arange(len(keys), dtype=np.int32))
+    assert (index.lookup(keys + np.uint64(1))[~np.isin(keys + np.uint64(1), keys)] == -1).all()

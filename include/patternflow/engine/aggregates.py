@@ -108,8 +108,8 @@ class PairAggregates:
         self._by_rank = weighted[np.lexsort((rank[weighted], merchant[weighted]))]
         self._sorted_ranks = rank[self._by_rank]
         self._runs = np.searchsorted(merchant[self._by_rank], np.arange(merchants + 1))
-        self._position = np.full(self.size, -1, dtype=np.int64)  # of a weighted pair in _by_rank
-        self._position[self._by_rank] = np.arange(len(self._by_rank))
+        self._position = np.full(self.size, -1, dtype=np.int32)  # of a weighted pair in _by_rank
+        self._position[self._by_rank] = np.arange(len(self._by_rank), dtype=np.int32)
         self._customers_by_rank = FenwickTree(customer[self._by_rank])
         """1 at each position of ``_by_rank`` that is a customer (n >= 1)."""
         self._last_thresholds: dict[int, tuple[int, int]] = {}

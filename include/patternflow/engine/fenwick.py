@@ -17,12 +17,17 @@ class FenwickTree:
     """Non-negative integer counts at positions 0 .. n-1."""
 
     def __init__(self, counts: np.ndarray) -> None:
-        counts = np.asarray(counts, dtype=np.int64)
         self.size = len(counts)
-        # tree[i] (1-based) holds the sum of counts over (i - lowbit(i), i]
-        running = np.concatenate([[0], np.cumsum(counts)])
-        i = np.arange(1, self.size + 1)
-        self._tree = np.concatenate([[0], running[i] - running[i - (i & -i)]]).astype(np.int64)
+        # tree[i] (1-based) holds the sum of counts over (i - lowbit(i), i]: built in place, level
+        # by level, each node adding itself into its parent i + lowbit(i) (strided views: a tree
+        # of millions of positions is built without a temporary array of its size)
+        self._tree = np.zeros(self.size + 1, dtype=np.int64)
+        self._tree[1:] = counts
+        step = 1
+        while step <= self.size:
+            parents = self._tree[2 * step :: 2 * step]
+            parents += self._tree[step :: 2 * step][: len(parents)]
+            step *= 2
         self._top = 1 << (self.size.bit_length() - 1) if self.size else 0
 
     def add(self, positions: np.ndarray, amount: int = 1) -> None:

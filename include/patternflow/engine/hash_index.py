@@ -25,6 +25,9 @@ _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
 """2^64 / golden ratio: multiplying by it spreads any 64-bit keys over the top bits."""
 
 
+_PLACED_AT_ONCE = 1 << 18
+
+
 class HashIndex:
     """Ids by 64-bit hash, with linear probing; ids are never removed.
 
@@ -86,6 +89,12 @@ class HashIndex:
         self.size += len(ids)
 
     def _place(self, hashes: np.ndarray, ids: np.ndarray) -> None:
+        # a block at a time: a stream's start places millions of pairs, and each step of a
+        # block's probing makes a few arrays of the block's size
+        for first in range(0, len(ids), _PLACED_AT_ONCE):
+            self._place_block(hashes[first : first + _PLACED_AT_ONCE], ids[first : first + _PLACED_AT_ONCE])
+
+    def _place_block(self, hashes: np.ndarray, ids: np.ndarray) -> None:
         positions = np.arange(len(ids))
         slots = self._slot(hashes)
         while len(positions):

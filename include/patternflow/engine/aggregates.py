@@ -287,11 +287,9 @@ class PairAggregates:
     def _append(self, customers: np.ndarray, merchants: np.ndarray) -> None:
         first, self.size = self.size, self.size + len(customers)
         for name, column in self._columns.items():
-            if self.size > len(column):
-                column = self._columns[name] = _grown(column, _capacity(self.size))
+            column = self._columns[name] = with_room(column, self.size)
             column[first : self.size] = 0
-        if self.size > len(self._changed):
-            self._changed = _grown(self._changed, _capacity(self.size))
+        self._changed = with_room(self._changed, self.size)
         self._columns["customer"][first : self.size] = customers
         self._columns["merchant"][first : self.size] = merchants
         self._columns["weight_rank"][first : self.size] = -1
@@ -360,6 +358,12 @@ def _order_statistic(count: int, quantile: Decimal, above: bool) -> int:
     numerator, denominator = quantile.as_integer_ratio()
     h_floor, remainder = divmod((count - 1) * numerator, denominator)
     return h_floor + (1 if above and remainder else 0) + 1
+
+
+def with_room(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` itself when it has ``size`` rows, else a copy grown to the next power of two
+    (the new rows zero): growing by doubling keeps appending a row O(1) on average."""
+    return values if size <= len(values) else _grown(values, _capacity(size))
 
 
 def _capacity(needed: int) -> int:

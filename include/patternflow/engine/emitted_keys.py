@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from patternflow.engine.aggregates import with_room
 from patternflow.ingest import columns
 
 NO_CUSTOMER = -1
@@ -39,8 +40,8 @@ class EmittedKeys:
         bits = np.array([1 << self._patterns.index(p) for p in patterns], dtype=np.uint8)
         pairs, merchants = np.asarray(pairs, dtype=np.int64), np.asarray(merchants, dtype=np.int64)
         own = pairs >= 0
-        self._by_pair = _room(self._by_pair, int(pairs.max(initial=-1)) + 1)
-        self._by_merchant = _room(self._by_merchant, int(merchants.max(initial=-1)) + 1)
+        self._by_pair = with_room(self._by_pair, int(pairs.max(initial=-1)) + 1)
+        self._by_merchant = with_room(self._by_merchant, int(merchants.max(initial=-1)) + 1)
         np.bitwise_or.at(self._by_pair, pairs[own], bits[own])
         np.bitwise_or.at(self._by_merchant, merchants[~own], bits[~own])
         self.count += len(bits)
@@ -63,12 +64,3 @@ class EmittedKeys:
             where += [merchants[mine], theirs]
         names = pc.take(self._names, columns.from_numpy(np.concatenate(codes), pa.int32()))
         return columns.from_columns([names, np.concatenate(who).astype(np.int32), np.concatenate(where).astype(np.int32)], KEYS_SCHEMA)
-
-
-def _room(values: np.ndarray, size: int) -> np.ndarray:
-    """``values`` with room for ``size`` entries (doubling, the new ones zero)."""
-    if size <= len(values):
-        return values
-    grown = np.zeros(max(size, 2 * len(values)), dtype=values.dtype)
-    grown[: len(values)] = values
-    return grown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from patternflow.engine.config import DetectionConfig
@@ -79,6 +81,36 @@ def test_a_damaged_object_of_the_current_chain_falls_back_to_a_version_on_anothe
     loaded = StateStore(LocalStore(tmp_path)).load()
     assert loaded.state.chunks_folded == (5 if damaged == "the snapshot" else 2)
     assert "is damaged" in caplog.text
+
+
+def test_a_commit_knows_the_fewest_chunks_of_the_versions_a_load_may_fall_back_to(tmp_path):
+    state = StateStore(LocalStore(tmp_path), keep=3, snapshot_every=4, deltas_per_snapshot=100)
+    for chunks in range(1, 12):
+        state.commit(engine_after(chunks).snapshot(), CONFIG)
+        assert state.last_commit.fewest_chunks_kept == min(chunks_of_versions_present(tmp_path))
+    assert min(chunks_of_versions_present(tmp_path)) < 11 - 2  # a chain's snapshot kept well behind the newest versions
+
+
+def chunks_of_versions_present(root) -> list[int]:
+    return [json.loads((folder / "manifest.json").read_text())["chunks_folded"] for folder in (root / "versions").iterdir()]
+
+
+def test_a_kept_version_whose_chunks_no_manifest_recorded_makes_them_unknown(tmp_path):
+    state = StateStore(LocalStore(tmp_path))
+    state.commit(engine_after(1).snapshot(), CONFIG)
+    state.commit(engine_after(2).snapshot(), CONFIG)
+    current = tmp_path / "CURRENT"
+    manifest = json.loads(current.read_text())
+    del manifest["snapshot_chunks"], manifest["kept_chunks"]  # as written before they were recorded
+    current.write_text(json.dumps(manifest))
+    later = StateStore(LocalStore(tmp_path))
+    later.load()
+    later.commit(engine_after(3).snapshot(), CONFIG)
+    assert later.last_commit.fewest_chunks_kept is None  # version 1, kept, is not known
+    for chunks in (4, 5, 6):
+        later.commit(engine_after(chunks).snapshot(), CONFIG)
+    assert 1 not in chunks_of_versions_present(tmp_path)  # once it is no longer kept
+    assert later.last_commit.fewest_chunks_kept == min(chunks_of_versions_present(tmp_path))
 
 
 def test_a_damaged_version_falls_back_to_the_previous_one(tmp_path, caplog):

@@ -9,7 +9,9 @@ Layout under the store's prefix::
     versions/0000000007/pending.parquet    detections waiting for their file
     versions/0000000007/claimed            empty: the number taken, by a create-only write
     versions/0000000007/manifest.json      counters, settings, a checksum of each of the version's
-                                           objects, and its chain: the version numbers to load
+                                           objects, its chain (the version numbers to load), and
+                                           the chunks folded by its chain's snapshot and by those
+                                           of the versions it keeps
     CURRENT                                a copy of the newest manifest: the commit point
 
 A version is a **snapshot** (the whole state) or a **delta** on the committed version before it:
@@ -124,6 +126,11 @@ class CommitInfo:
     chain: tuple[int, ...]
     chain_bytes: int = 0
     """The Parquet objects of the whole chain: what loading this version reads."""
+    fewest_chunks_kept: int | None = None
+    """The fewest chunks folded by this version or any version it keeps (its chain's and its
+    fall-backs'): a load that finds this one damaged lands on one of them, so what was derived
+    from the chunks after it (a partition's staged detections) must be kept until then. None when
+    a version kept from a manifest that did not record its chunks is among them."""
 
     @property
     def bytes_written(self) -> int:
@@ -339,6 +346,8 @@ class StateStore:
         if kind == "snapshot":
             snapshot_bytes = own_bytes
         kept = _kept(fallbacks, self.keep, chain[0])
+        snapshot_chunks = counted.chunks_folded if kind == "snapshot" else base.manifest.get("snapshot_chunks")
+        kept_chunks = _kept_chunks(base, kept)
         manifest = {
             "version": version,
             "id": uuid.uuid4().hex,
@@ -350,6 +359,8 @@ class StateStore:
             "snapshot_bytes": snapshot_bytes,
             "chain_bytes": chain_bytes,
             "kept": kept,
+            "snapshot_chunks": snapshot_chunks,
+            "kept_chunks": kept_chunks,
             **{k: getattr(counted, k) for k in _COUNTERS},
         }
         text = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
@@ -367,7 +378,9 @@ class StateStore:
         else:
             self._base = _Base(version, manifest, None, kept)
             state.committed(commit_id(manifest))
-        self.last_commit = CommitInfo(version, kind, own_bytes, len(text), tuple(chain), chain_bytes)
+        kept_snapshots = [snapshot_chunks, *kept_chunks.values()]  # a chain folds the fewest chunks at its snapshot
+        fewest = None if None in kept_snapshots else min(kept_snapshots)
+        self.last_commit = CommitInfo(version, kind, own_bytes, len(text), tuple(chain), chain_bytes, fewest)
         needed = set(chain) | {v for versions in kept.values() for v in versions}
         unneeded = [v for v in present if v < version and v not in needed]
         if unneeded:
@@ -489,6 +502,16 @@ def _kept(fallbacks: dict[str, list[int]], keep: int, snapshot: int) -> dict[str
     if independent is not None:
         kept[independent] = fallbacks[independent]
     return kept
+
+
+def _kept_chunks(base: _Base | None, kept: dict[str, list[int]]) -> dict[str, int | None]:
+    """For each kept version, the chunks folded by its chain's snapshot, the fewest of its chain
+    (a link continues the one before it), as ``base``, the version the new one follows, recorded
+    them and its own; None for one it does not know (recorded before the chunks were)."""
+    if base is None:
+        return {}
+    known = {**base.manifest.get("kept_chunks", {}), str(base.version): base.manifest.get("snapshot_chunks")}
+    return {v: known.get(v) for v in kept}
 
 
 def _delta_on(base: _Base, state: EngineState | TracksChanges) -> tuple[dict[str, pa.Table], EngineState] | None:

@@ -9,7 +9,7 @@
   the partitions' staged detections in the contract's order, cuts and writes the 50-row files,
   commits the stream's own state (``state/CURRENT``: pending rows, next file number, chunks
   merged, counters; what the progress display and the sensor read) and then removes the staged
-  objects it no longer needs.
+  objects no version of that state it may fall back to still needs.
 
 Exactly once: a partition's staged rows are written before its commit and the merge reads only
 chunks below every partition's committed position. Every run from the same committed state finds
@@ -237,7 +237,7 @@ def write_detection_files(
         report.state_version = commit_run(
             store, settings, folded_digests, metrics, moved, lambda: state.commit(stream.snapshot(), config), wall
         )
-        _remove_merged(store, settings, stream.chunks_merged)
+        _remove_merged(store, settings, state.last_commit.fewest_chunks_kept)
     summarise(report, metrics, unlisted)
     log.info("%s", report.describe())
     return report
@@ -277,8 +277,13 @@ def _read_staged(
     return found
 
 
-def _remove_merged(store: ObjectStore, settings: PipelineSettings, merged: int) -> None:
-    """Staged objects every chunk of which is merged."""
+def _remove_merged(store: ObjectStore, settings: PipelineSettings, merged: int | None) -> None:
+    """Staged objects every chunk of which is merged by every version the stream's state may fall
+    back to (``merged``: the fewest chunks they have merged; None: not known, nothing removed).
+    A damaged stream version falls back to one that merged fewer chunks, and the merge must then
+    find their detections again: the partitions have committed past them and will not restage them."""
+    if merged is None:
+        return
     for partition in range(settings.partitions):
         done = [key for key in store.list(staged_prefix(settings, partition)) if staged_range(key)[1] < merged]
         if done:

@@ -26,6 +26,7 @@ _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
 
 
 _PLACED_AT_ONCE = 1 << 18
+"""Keys placed in one block of an insert: bounds its temporary arrays, not its result."""
 
 
 class HashIndex:

@@ -237,7 +237,7 @@ def write_detection_files(
         report.state_version = commit_run(
             store, settings, folded_digests, metrics, moved, lambda: state.commit(stream.snapshot(), config), wall
         )
-        _remove_merged(store, settings, state.last_commit.fewest_chunks_kept)
+        _remove_staged_before(store, settings, state.last_commit.fewest_chunks_kept)
     summarise(report, metrics, unlisted)
     log.info("%s", report.describe())
     return report
@@ -277,15 +277,15 @@ def _read_staged(
     return found
 
 
-def _remove_merged(store: ObjectStore, settings: PipelineSettings, merged: int | None) -> None:
-    """Staged objects every chunk of which is merged by every version the stream's state may fall
-    back to (``merged``: the fewest chunks they have merged; None: not known, nothing removed).
+def _remove_staged_before(store: ObjectStore, settings: PipelineSettings, chunk: int | None) -> None:
+    """Remove the staged objects whose chunks all come before ``chunk``: the fewest chunks merged
+    by any version the stream's state may fall back to (None: not known, nothing removed).
     A damaged stream version falls back to one that merged fewer chunks, and the merge must then
     find their detections again: the partitions have committed past them and will not restage them."""
-    if merged is None:
+    if chunk is None:
         return
     for partition in range(settings.partitions):
-        done = [key for key in store.list(staged_prefix(settings, partition)) if staged_range(key)[1] < merged]
+        done = [key for key in store.list(staged_prefix(settings, partition)) if staged_range(key)[1] < chunk]
         if done:
             store.delete(done)
 
